@@ -1,0 +1,91 @@
+"""Conv4, the standard few-shot backbone (Vinyals et al., 2016; Finn et al., 2017; Snell et al., 2017).
+
+Four blocks of [3x3 conv with ``filters`` channels, batch norm, ReLU, 2x2
+max-pool] (or a stride-2 conv instead of the pool, MAML's Omniglot variant),
+then a linear ``head`` on the flattened features. With ``out_features=None``
+there is no head and the model returns the features (ProtoNets embedding).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from metajax.core.model import Model, from_flax
+from metajax.typing import Array
+
+BATCH_NORM = ("transductive", "standard", "none")
+
+
+class BatchStatsNorm(nn.Module):
+    """Batch norm that always uses the current batch's statistics and keeps no state (MAML's form)."""
+
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.mean(jnp.square(x - mean), axis=axes)
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+class Conv4(nn.Module):
+    """Conv4 over inputs ``(n, height, width, channels)``; output ``(n, out_features)`` or ``(n, features)``.
+
+    ``batch_norm``:
+      ``"transductive"``: MAML's form: always normalise with the statistics of
+        the current batch (support or query set), no running averages, so the
+        model state is empty.
+      ``"standard"``: running averages kept in the ``batch_stats`` state,
+        updated when ``train=True`` and used when ``train=False``.
+      ``"none"``: no normalisation.
+    """
+
+    out_features: Optional[int]
+    filters: int = 64
+    strided: bool = False
+    batch_norm: str = "transductive"
+    momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        for i in range(4):
+            x = nn.Conv(self.filters, (3, 3), strides=2 if self.strided else 1, padding="SAME", name=f"conv_{i}")(x)
+            if self.batch_norm == "transductive":
+                x = BatchStatsNorm(name=f"bn_{i}")(x)
+            elif self.batch_norm == "standard":
+                x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, name=f"bn_{i}")(x)
+            x = jax.nn.relu(x)
+            if not self.strided:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        x = x.reshape(x.shape[0], -1)
+        if self.out_features is None:
+            return x
+        return nn.Dense(self.out_features, name="head")(x)
+
+
+def conv4(
+    out_features: Optional[int],
+    filters: int = 64,
+    strided: bool = False,
+    batch_norm: str = "transductive",
+    momentum: float = 0.9,
+) -> Model:
+    """Conv4 as a pure :class:`Model` pair.
+
+    Example::
+
+      model = conv4(out_features=5)                        # MAML, 5-way
+      embed = conv4(out_features=None, batch_norm="standard")  # ProtoNets
+    """
+    if batch_norm not in BATCH_NORM:
+        raise ValueError(f"conv4: batch_norm={batch_norm!r}; use one of {BATCH_NORM} (model.batch_norm).")
+    if not isinstance(filters, int) or filters < 1:
+        raise ValueError(f"conv4: filters must be a positive int, got {filters!r} (model.filters).")
+    return from_flax(Conv4(out_features, filters, strided, batch_norm, momentum))

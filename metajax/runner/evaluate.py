@@ -1,0 +1,96 @@
+"""Evaluation on held-out tasks: per-inner-step query metrics with 95% confidence intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metajax.core.batching import batch_tasks
+from metajax.core.meta import MetaState
+from metajax.data.source import TaskSource
+from metajax.learners.base import Learner
+from metajax.typing import PRNGKey
+
+
+def ci95(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Half-width of the normal-approximation 95% confidence interval of the mean."""
+    n = values.shape[axis]
+    if n < 2:
+        return np.zeros_like(np.mean(values, axis=axis))
+    return 1.96 * np.std(values, axis=axis, ddof=1) / np.sqrt(n)
+
+
+def summarize(per_task: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """``{metric: {"mean": [...], "ci95": [...]}}`` over the task axis (axis 0)."""
+    return {
+        name: {"mean": np.mean(v, axis=0).tolist(), "ci95": ci95(np.asarray(v, np.float64)).tolist()}
+        for name, v in per_task.items()
+    }
+
+
+def make_evaluator(
+    learner: Learner, source: TaskSource, *, split: str, steps: int, task_batching: str
+) -> Callable[[MetaState, PRNGKey], dict[str, jax.Array]]:
+    """A jitted ``(state, keys (batch_size,)) -> {metric: (batch_size, steps + 1)}``; samples on device."""
+
+    def one(meta_params, model_state, key):
+        k_task, k_eval = jax.random.split(key)
+        task = source.sample(k_task, split)
+        return learner.evaluate(meta_params, model_state, task, k_eval, steps)
+
+    @jax.jit
+    def run(state: MetaState, keys: jax.Array):
+        return batch_tasks(lambda k: one(state.meta_params, state.model_state, k), task_batching)(keys)
+
+    return run
+
+
+def evaluate(
+    evaluator: Callable, state: MetaState, key: PRNGKey, num_tasks: int, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Runs ``evaluator`` on ``num_tasks`` tasks drawn from ``key`` in fixed-size chunks (one compile).
+
+    Returns per-task metrics ``{metric: (num_tasks, steps + 1)}`` as numpy arrays.
+    """
+    keys = jax.random.split(key, num_tasks)
+    batch = min(batch_size, num_tasks)
+    pad = (-num_tasks) % batch
+    if pad:
+        keys = jnp.concatenate([keys, keys[:pad]])
+    chunks = [jax.device_get(evaluator(state, keys[i : i + batch])) for i in range(0, len(keys), batch)]
+    return {name: np.concatenate([c[name] for c in chunks])[:num_tasks] for name in chunks[0]}
+
+
+def run_keys(seed: int) -> tuple[PRNGKey, PRNGKey, PRNGKey]:
+    """``(init, train, eval)`` keys of a run; validation uses ``fold_in(eval, 0)``, test ``fold_in(eval, 1)``."""
+    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
+    return k_init, k_train, k_eval
+
+
+def test_steps(config: dict, learner: Learner) -> int:
+    """Inner steps at test time: the config's ``eval.inner_steps``, never fewer than training's."""
+    configured = config["eval"]["inner_steps"]
+    return max(learner.inner_steps, configured if configured is not None else learner.inner_steps)
+
+
+def test_results(
+    learner: Learner, source: TaskSource, state: MetaState, config: dict, *, steps: int, tasks: int
+) -> dict[str, Any]:
+    """Evaluates ``state`` on the run's test tasks; pre- and post-adaptation figures named as such."""
+    tester = make_evaluator(learner, source, split="test", steps=steps, task_batching=config["task_batching"])
+    key = jax.random.fold_in(run_keys(config["seed"])[2], 1)
+    test = summarize(evaluate(tester, state, key, tasks, config["eval"]["batch_size"]))
+    post = min(learner.inner_steps, steps)
+    return {
+        "experiment": config.get("experiment"),
+        "step": int(state.step),
+        "test_tasks": tasks,
+        "inner_steps": {"train": learner.inner_steps, "test": steps},
+        "pre_adaptation": {n: {"mean": s["mean"][0], "ci95": s["ci95"][0]} for n, s in test.items()},
+        "post_adaptation": {n: {"mean": s["mean"][post], "ci95": s["ci95"][post]} for n, s in test.items()},
+        "by_inner_step": test,
+    }

@@ -17,6 +17,7 @@ from metajax.core.optim import InnerOptimizer, fixed, head_only, learned_lr
 from metajax.data.sinusoid import sinusoid
 from metajax.errors import ConfigError
 from metajax.learners import maml as maml_lib
+from metajax.learners.protonet import protonet
 from metajax.models.conv4 import conv4
 from metajax.models.mlp import mlp
 from metajax.registry import get, register
@@ -116,6 +117,8 @@ def _anil(
 def _reptile(model: Model, loss: LossFn, *, inner_opt: dict, inner_steps: int = 1, remat: bool = False):
     return maml_lib.reptile(model, loss, fixed(make_optimizer(inner_opt)), inner_steps=inner_steps, remat=remat)
 
+
+register("learners", "protonet")(protonet)
 
 # ---- models: (out_features, **config) -> Model
 

@@ -1,0 +1,260 @@
+"""N-way K-shot episodes sampled on device from a class-indexed image array.
+
+The data is one dense array ``images`` of shape
+``(classes, per_class, height, width, channels)``: every class has the same
+number of images (Omniglot: 20). Datasets whose classes have different
+counts must be trimmed to a common count before they come here. ``images``
+is ``float32`` in ``[0, 1]``, or ``uint8`` in ``[0, 255]`` (4x less device
+memory; episodes are converted to ``float32`` in ``[0, 1]`` after the gather).
+
+A split is a 1-D array of class indices into ``images``. Sampling is a pure
+function of a PRNG key, so it runs inside the jitted meta-step and batches
+with ``vmap`` (:func:`metajax.data.source.sample_tasks`).
+
+Augmentations (``augment``):
+  ``"none"``: the split's classes as they are.
+  ``"rotate_classes"``: Vinyals et al. (2016) / ProtoNets: each class rotated
+    by 0, 90, 180 and 270 degrees is a class of its own, so a split of ``n``
+    classes offers ``4 n`` and ``ways`` counts rotated classes (two rotations
+    of one character may meet in an episode as different classes).
+  ``"rotate_tasks"``: MAML's reference code: each class of an episode is
+    rotated by a random multiple of 90 degrees, the same for all its images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metajax.core.tasks import Split, Task
+from metajax.data.source import SPLITS, TaskSource
+from metajax.errors import DataError
+from metajax.typing import Array, PRNGKey
+
+AUGMENTS = ("none", "rotate_classes", "rotate_tasks")
+
+
+def available_classes(num_classes: int, augment: str) -> int:
+    """Classes an episode can draw from a split of ``num_classes`` (x4 with ``"rotate_classes"``)."""
+    return 4 * num_classes if augment == "rotate_classes" else num_classes
+
+
+def check_request(
+    ways: Any,
+    shots: Any,
+    queries: Any,
+    augment: str,
+    *,
+    num_classes: int,
+    per_class: int,
+    image_shape: Sequence[int] = (),
+    split: str = "train",
+    name: str = "episodes",
+) -> None:
+    """Raises a one-line :class:`DataError` when a split cannot give the requested episodes.
+
+    Args:
+      ways, shots, queries: the request (N classes, K support and Q query images per class).
+      augment: one of :data:`AUGMENTS`.
+      num_classes: classes in the split (before rotations).
+      per_class: images per class.
+      image_shape: ``(height, width, channels)``; rotations need height == width.
+      split: the split's name, for the message.
+      name: the dataset's name, for the message.
+    """
+    for key, value in (("ways", ways), ("shots", shots), ("queries", queries)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise DataError(f"{name}: {key} must be an int >= 1, got {value!r}; set data.{key}.")
+    if augment not in AUGMENTS:
+        raise DataError(f"{name}: unknown augment {augment!r}; set data.augment to one of {', '.join(AUGMENTS)}.")
+    if augment != "none" and len(image_shape) >= 2 and image_shape[0] != image_shape[1]:
+        raise DataError(
+            f"{name}: augment={augment!r} rotates by 90 degrees and needs square images, got "
+            f"{image_shape[0]}x{image_shape[1]}; use augment='none' or square images."
+        )
+    available = available_classes(num_classes, augment)
+    if ways > available:
+        rotated = f" ({num_classes} characters x 4 rotations)" if augment == "rotate_classes" else ""
+        hint = "" if augment == "rotate_classes" else " or augment='rotate_classes'"
+        raise DataError(
+            f"{name}: {ways}-way episodes need {ways} classes but split {split!r} has {available}{rotated}; "
+            f"lower data.ways to <= {available}{hint}, or pick a split with more classes."
+        )
+    if shots + queries > per_class:
+        raise DataError(
+            f"{name}: shots + queries = {shots} + {queries} = {shots + queries} images per class, but each class has "
+            f"{per_class}; lower data.shots or data.queries so that shots + queries <= {per_class}."
+        )
+
+
+def _rotate(images: Array, k: Array) -> Array:
+    """Rotates ``(n, h, w, c)`` images by ``k * 90`` degrees (``k`` a traced int in 0..3)."""
+    branches = [lambda x, i=i: jnp.rot90(x, i, axes=(-3, -2)) for i in range(4)]
+    return jax.lax.switch(k, branches, images)
+
+
+def sample_episode(
+    key: PRNGKey,
+    images: Array,
+    class_ids: Array,
+    ways: int,
+    shots: int,
+    queries: int,
+    augment: str = "none",
+) -> Task:
+    """One N-way K-shot Q-query episode; jittable (``ways``, ``shots``, ``queries``, ``augment`` static).
+
+    ``ways`` distinct classes are drawn from ``class_ids`` (rotated copies
+    count as classes with ``"rotate_classes"``); for each, a random
+    permutation of its images gives ``shots`` support and the next
+    ``queries`` query images, so no image is in both. Labels ``0..ways-1``
+    are assigned to the classes in a random order. Rows are grouped by class:
+    support rows ``i*shots .. (i+1)*shots - 1`` share one label.
+
+    Args:
+      key: PRNG key.
+      images: ``(classes, per_class, h, w, c)``, ``float32`` in [0, 1] or ``uint8``.
+      class_ids: ``(n,)`` int indices into ``images``: the split's classes.
+      ways, shots, queries: N, K, Q.
+      augment: one of :data:`AUGMENTS`.
+
+    Returns:
+      ``Task`` with support ``x`` ``(ways*shots, h, w, c)`` float32, ``y``
+      ``(ways*shots,)`` int32, and query ``x`` ``(ways*queries, h, w, c)``,
+      ``y`` ``(ways*queries,)``.
+
+    Raises:
+      DataError: at trace time, before compilation, if the request is impossible.
+    """
+    check_request(
+        ways,
+        shots,
+        queries,
+        augment,
+        num_classes=class_ids.shape[0],
+        per_class=images.shape[1],
+        image_shape=images.shape[2:],
+    )
+    k_class, k_image, k_rot, k_label = jax.random.split(key, 4)
+    chosen = jax.random.choice(k_class, available_classes(class_ids.shape[0], augment), (ways,), replace=False)
+    if augment == "rotate_classes":
+        classes, rotations = class_ids[chosen // 4], chosen % 4
+    else:
+        classes = class_ids[chosen]
+        rotations = jax.random.randint(k_rot, (ways,), 0, 4) if augment == "rotate_tasks" else None
+    order = jnp.argsort(jax.random.uniform(k_image, (ways, images.shape[1])), axis=1)[:, : shots + queries]
+    x = images[classes[:, None], order]  # (ways, shots + queries, h, w, c)
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        x = x.astype(jnp.float32) / 255.0
+    else:
+        x = x.astype(jnp.float32)
+    if rotations is not None:
+        x = jax.vmap(_rotate)(x, rotations)
+    labels = jax.random.permutation(k_label, ways).astype(jnp.int32)
+    shape = x.shape[2:]
+    support = Split(x[:, :shots].reshape(ways * shots, *shape), jnp.repeat(labels, shots))
+    query = Split(x[:, shots:].reshape(ways * queries, *shape), jnp.repeat(labels, queries))
+    return Task(support, query)
+
+
+def episode_source(
+    images: np.ndarray | Array,
+    splits: Mapping[str, Sequence[int] | np.ndarray],
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 15,
+    augment: str = "none",
+    *,
+    class_names: Sequence[str] | None = None,
+    name: str = "episodes",
+    info: Mapping[str, Any] | None = None,
+) -> TaskSource:
+    """A :class:`TaskSource` of N-way episodes over ``images`` with fixed class splits.
+
+    The images move to the default device once; ``sample(key, split)`` is
+    :func:`sample_episode` on that split's classes. Every split is checked
+    against the request here, before anything is compiled.
+
+    Args:
+      images: ``(classes, per_class, h, w, c)``, ``float32`` in [0, 1] or ``uint8``.
+      splits: ``{"train": ids, "val": ids, "test": ids}``, class indices into ``images``.
+      ways, shots, queries: N, K, Q.
+      augment: one of :data:`AUGMENTS`.
+      class_names: a name per class of ``images``, recorded in ``info["classes"]``.
+      name: dataset name for messages and ``info``.
+      info: extra JSON-able facts for ``info`` (archives, checksums, split name).
+
+    Returns:
+      ``TaskSource`` with loss ``"cross_entropy"`` and ``output_dim = ways``;
+      ``info["classes"]`` maps each split to its class names, so a run saves them.
+
+    Example::
+
+      images = np.random.rand(30, 20, 28, 28, 1).astype(np.float32)
+      source = episode_source(images, {"train": range(20), "val": range(20, 25), "test": range(25, 30)}, ways=5)
+      task = source.sample(jax.random.key(0), "train")  # support x (5, 28, 28, 1)
+    """
+    if getattr(images, "ndim", 0) != 5:
+        raise DataError(
+            f"{name}: images must have shape (classes, per_class, height, width, channels), got "
+            f"{getattr(images, 'shape', type(images))}; add a channel axis for gray images."
+        )
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        raise DataError(
+            f"{name}: splits lack {', '.join(missing)}; give class indices for each of {', '.join(SPLITS)}."
+        )
+    num_classes, per_class = images.shape[:2]
+    ids = {}
+    for split in SPLITS:
+        array = np.asarray(list(splits[split]) if not isinstance(splits[split], np.ndarray) else splits[split])
+        if array.size and (array.min() < 0 or array.max() >= num_classes):
+            raise DataError(f"{name}: split {split!r} has class indices outside 0..{num_classes - 1}; fix the split.")
+        if len(np.unique(array)) != array.size:
+            raise DataError(f"{name}: split {split!r} lists a class twice; fix the split.")
+        check_request(
+            ways,
+            shots,
+            queries,
+            augment,
+            num_classes=array.size,
+            per_class=per_class,
+            image_shape=images.shape[2:],
+            split=split,
+            name=name,
+        )
+        ids[split] = array.astype(np.int32)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise DataError(f"{name}: {len(names)} class names for {num_classes} classes; give one name per class.")
+
+    device_images = jnp.asarray(images)
+    device_ids = {split: jnp.asarray(array) for split, array in ids.items()}
+
+    def sample(key: PRNGKey, split: str) -> Task:
+        if split not in device_ids:
+            raise DataError(f"{name}: unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+        return sample_episode(key, device_images, device_ids[split], ways, shots, queries, augment)
+
+    shape = tuple(int(d) for d in images.shape[2:])
+    example = Task(
+        Split(jnp.zeros((ways * shots, *shape), jnp.float32), jnp.zeros((ways * shots,), jnp.int32)),
+        Split(jnp.zeros((ways * queries, *shape), jnp.float32), jnp.zeros((ways * queries,), jnp.int32)),
+    )
+    record = {
+        "name": name,
+        "ways": int(ways),
+        "shots": int(shots),
+        "queries": int(queries),
+        "augment": augment,
+        "image_shape": list(shape),
+        "images_per_class": int(per_class),
+        **dict(info or {}),
+        "num_classes": {split: int(array.size) for split, array in ids.items()},
+        "classes": {split: [names[i] for i in array] for split, array in ids.items()},
+    }
+    return TaskSource(sample, example, int(ways), "cross_entropy", record)

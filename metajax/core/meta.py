@@ -81,7 +81,7 @@ def meta_step(
         model_state = mean_over_tasks(model_state)
         updates, opt_state = outer_opt.update(grads, state.opt_state, state.meta_params)
         meta_params = optax.apply_updates(state.meta_params, updates)
-        metrics = {**mean_over_tasks(metrics), "grad_norm": optax.global_norm(grads)}
+        metrics = {**mean_over_tasks(metrics), "grad_norm": optax.tree.norm(grads)}
         return MetaState(state.step + 1, meta_params, model_state, opt_state), metrics
 
     return step

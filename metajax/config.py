@@ -12,6 +12,7 @@ import ast
 import copy
 import inspect
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,9 @@ DEFAULTS: Config = {
     "outer_opt": {"name": "adam", "lr": 1e-3},
     "eval": {"every": 1000, "tasks": 100, "test_tasks": 600, "inner_steps": None, "batch_size": 100},
     "checkpoint": {"every": 1000, "keep": 3},
+    # What a non-finite loss or gradient does: "stop" the run (the last good
+    # checkpoint stays), or "skip" the update inside the compiled step and count it.
+    "guard": {"nonfinite": "stop"},
     "log_every": 100,
     "reference": None,
 }
@@ -172,42 +176,143 @@ def _expect(config: Config, key: str, kind: type | tuple[type, ...], check, fix:
         raise ConfigError(f"config {key}={value!r} is invalid: {fix}.")
 
 
+# Annotation names (the part before "[") to the Python types a JSON config may hold for them.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "dict": (dict,),
+    "tuple": (list, tuple),
+    "list": (list, tuple),
+    "Sequence": (list, tuple),
+    "None": (type(None),),
+}
+
+
+def _split_union(annotation: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in annotation:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return parts + [current.strip()]
+
+
+def _allowed_types(param: inspect.Parameter) -> tuple[type, ...] | None:
+    """Types a config value for ``param`` may have, from its annotation; None = not checkable."""
+    annotation = param.annotation
+    if annotation is inspect.Parameter.empty:
+        return None
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = text.replace("Optional[", "None | ").rstrip("]") if text.startswith("Optional[") else text
+    allowed: tuple[type, ...] = (type(None),) if param.default is None else ()
+    for alternative in _split_union(text):
+        head = alternative.split("[", 1)[0].strip().rsplit(".", 1)[-1]
+        if head not in _TYPES:
+            return None
+        allowed += _TYPES[head]
+    return allowed
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {int: "int", float: "number", bool: "bool", str: "string", dict: "dict", list: "list", tuple: "list"}
+    return " or ".join(dict.fromkeys(names.get(t, "null") for t in types))
+
+
+def _check_types(path: tuple[str, ...], kind: str, cfg: dict) -> None:
+    """Each key of a component config against its factory parameter's annotation."""
+    params = inspect.signature(get(kind, cfg["name"])).parameters
+    for key, value in cfg.items():
+        if key == "name" or key not in params:
+            continue
+        allowed = _allowed_types(params[key])
+        if allowed is None:
+            continue
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if isinstance(value, float) and not math.isfinite(value):
+            ok = False
+        if not ok:
+            dotted = ".".join(path + (key,))
+            raise ConfigError(
+                f"config {dotted}={value!r} has the wrong type: expected {_type_name(allowed)}, "
+                f"got {type(value).__name__} (e.g. --set {dotted}={params[key].default if params[key].default is not inspect.Parameter.empty and params[key].default is not None else '...'})."
+            )
+
+
+SECTIONS = ("eval", "checkpoint", "guard")  # runner sections with a fixed set of keys
+COMPONENTS = ("data", "model", "learner")
+
+
 def validate(config: Config) -> Config:
-    """Checks keys, types and ranges; returns the config unchanged or raises :class:`ConfigError`."""
-    unknown = set(config) - set(DEFAULTS) - {"data", "model", "learner"}
-    for key in sorted(unknown):
-        raise ConfigError(
-            f"unknown top-level config key {key!r}{close_matches(key, list(DEFAULTS) + ['data', 'model', 'learner'])}."
-        )
-    for key in ("data", "model", "learner"):
+    """Checks keys, types and ranges; returns the config unchanged or raises :class:`ConfigError`.
+
+    Every check is on the plain dict: nothing is built or compiled here.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"a config must be a dict, got {type(config).__name__}; start from experiment_config(NAME).")
+    known = list(DEFAULTS) + list(COMPONENTS)
+    for key in sorted(set(config) - set(known), key=str):
+        raise ConfigError(f"unknown top-level config key {key!r}{close_matches(key, known)}.")
+    for key in COMPONENTS:
         if not isinstance(config.get(key), dict) or "name" not in config[key]:
             raise ConfigError(f"config needs {key!r} as a dict with a 'name' key (e.g. {{'name': ...}}).")
-    for section in ("eval", "checkpoint"):
-        for key in set(config[section]) - set(DEFAULTS[section]):
+        if not isinstance(config[key]["name"], str):
+            raise ConfigError(f"config {key}.name={config[key]['name']!r} must be a registered name (a string).")
+    for section in SECTIONS:
+        if section not in config:
+            raise ConfigError(f"config needs the {section!r} section; start from experiment_config(NAME).")
+        if not isinstance(config[section], dict):
+            raise ConfigError(
+                f"config {section}={config[section]!r} must be a dict with keys {', '.join(sorted(DEFAULTS[section]))}."
+            )
+        for key in sorted(set(config[section]) - set(DEFAULTS[section]), key=str):
             raise ConfigError(f"unknown config key {section}.{key!r}{close_matches(key, DEFAULTS[section])}.")
+        for key in sorted(set(DEFAULTS[section]) - set(config[section])):
+            raise ConfigError(
+                f"config {section} lacks the key {key!r}; e.g. {section}.{key}={DEFAULTS[section][key]!r}."
+            )
+    for key in set(DEFAULTS) - set(SECTIONS) - set(FREE_FORM) - {"experiment"}:
+        if key not in config:
+            raise ConfigError(f"config lacks the key {key!r}; e.g. {key}={json.dumps(DEFAULTS[key])}.")
     for path, kind, cfg in _walk_components(config):
+        if not isinstance(cfg["name"], str):
+            raise ConfigError(f"config {'.'.join(path)}.name={cfg['name']!r} must be a registered name (a string).")
         allowed = _component_keys(kind, cfg)
-        for key in sorted(set(cfg) - (allowed or set(cfg))):
+        for key in sorted(set(cfg) - (allowed or set(cfg)), key=str):
             raise ConfigError(
                 f"config key {'.'.join(path + (key,))!r} is not a parameter of {kind[:-1]} {cfg['name']!r}"
                 f"{close_matches(key, allowed)} Its parameters: {', '.join(sorted(allowed - {'name'}))}."
             )
+        _check_types(path, kind, cfg)
     positive = lambda v: v > 0  # noqa: E731
-    _expect(config, "seed", int, lambda v: v >= 0, "seed must be a non-negative int")
+    if config.get("experiment") is not None and not isinstance(config["experiment"], str):
+        raise ConfigError(f"config experiment={config['experiment']!r} must be a string or null.")
+    _expect(config, "seed", int, lambda v: 0 <= v < 2**32, "seed must be an int in [0, 2**32)")
     _expect(config, "steps", int, lambda v: v >= 0, "steps must be a non-negative int")
     _expect(config, "meta_batch_size", int, positive, "meta_batch_size must be a positive int")
     _expect(config, "log_every", int, positive, "log_every must be a positive int")
+    _expect(config, "task_batching", str, lambda v: True, "task_batching must be 'auto', 'vmap', 'map' or 'chunked:N'")
     _expect(config, "eval.every", int, lambda v: v >= 0, "eval.every must be an int >= 0 (0 disables validation)")
     _expect(config, "eval.tasks", int, positive, "eval.tasks must be a positive int")
     _expect(config, "eval.test_tasks", int, positive, "eval.test_tasks must be a positive int")
     _expect(config, "eval.batch_size", int, positive, "eval.batch_size must be a positive int")
     _expect(config, "checkpoint.every", int, positive, "checkpoint.every must be a positive int")
     _expect(config, "checkpoint.keep", int, positive, "checkpoint.keep must be a positive int")
+    _expect(config, "guard.nonfinite", str, lambda v: v in ("stop", "skip"), "guard.nonfinite must be 'stop' or 'skip'")
     if config["eval"]["inner_steps"] is not None:
         _expect(config, "eval.inner_steps", int, lambda v: v >= 0, "eval.inner_steps must be an int >= 0 or null")
     for path, kind, cfg in _walk_components(config):
         if kind == "optimizers" and "lr" in cfg:
             _expect(
-                config, ".".join(path) + ".lr", (int, float), lambda v: v >= 0, "learning rates must be numbers >= 0"
+                config,
+                ".".join(path) + ".lr",
+                (int, float),
+                lambda v: math.isfinite(v) and v >= 0,
+                "learning rates must be finite numbers >= 0 (e.g. 0.001)",
             )
     return config

@@ -29,6 +29,18 @@ class DataError(MetajaxError):
     """A dataset file is missing or corrupt, or the data cannot satisfy a request."""
 
 
+class NumericalError(MetajaxError):
+    """Training produced a non-finite loss or gradient; the run stopped with its last good checkpoint kept."""
+
+
+class CheckpointError(MetajaxError):
+    """A checkpoint is corrupt, incomplete, or was written by a run with a different config."""
+
+
+class CheckpointWarning(UserWarning):
+    """A corrupt or incomplete checkpoint was skipped in favour of an older one."""
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> str:
     """A ``"; did you mean 'x' or 'y'?"`` suffix, or ``""`` when nothing is close."""
     matches = difflib.get_close_matches(str(name), list(candidates), n=n, cutoff=0.5)

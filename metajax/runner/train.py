@@ -10,22 +10,26 @@ from pathlib import Path
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from metajax.config import validate
+from metajax.config import DEFAULTS, _merge, validate
 from metajax.core.meta import MetaState
-from metajax.errors import ConfigError
+from metajax.errors import ConfigError, MetajaxError, NumericalError
 from metajax.runner import metrics as metrics_file
 from metajax.runner.build import Components, build, initial_state, resolve_task_batching
-from metajax.runner.checkpoint import Checkpoints
+from metajax.runner.checkpoint import Checkpoints, comparable, config_changes
 from metajax.runner.evaluate import evaluate, make_evaluator, run_keys, summarize, test_results, test_steps
-from metajax.runner.record import environment
-from metajax.typing import Config
+from metajax.runner.record import run_record
+from metajax.typing import Config, Metrics, PRNGKey
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+# A task's inner loop diverged if its query loss at some inner step is non-finite
+# or this many times its loss before adaptation.
+DIVERGENCE_FACTOR = 10.0
 
 
 def default_workdir(config: Config) -> Path:
@@ -33,25 +37,25 @@ def default_workdir(config: Config) -> Path:
     return Path("runs") / f"{config.get('experiment') or 'run'}-seed{config['seed']}"
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
-
-
 def prepare_config(config: Config) -> Config:
-    """Validates and resolves a config (``task_batching="auto"`` to the table's choice)."""
-    return resolve_task_batching(validate(copy.deepcopy(config)))
+    """Fills runner keys missing from ``config`` with defaults, validates, and resolves ``task_batching="auto"``."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"a config must be a dict, got {type(config).__name__}; start from experiment_config(NAME).")
+    return resolve_task_batching(validate(_merge(DEFAULTS, copy.deepcopy(config))))
 
 
 def _check_workdir(workdir: Path, config: Config) -> None:
     path = workdir / CONFIG_FILE
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"run directory {workdir} is a file; pass a directory as --out.")
     if path.exists():
-        recorded = json.loads(path.read_text())
-        changes = _diff(recorded, json.loads(json.dumps(config)))
+        try:
+            recorded = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"{path} is unreadable ({type(e).__name__}); restore it or pass a new --out (run directory)."
+            ) from None
+        changes = config_changes(comparable(recorded), comparable(json.loads(json.dumps(config))))
         if changes:
             raise ConfigError(
                 f"run directory {workdir} holds a run with a different config ({'; '.join(changes[:3])}"
@@ -59,11 +63,93 @@ def _check_workdir(workdir: Path, config: Config) -> None:
             )
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else "")[:300]
+
+
+def guarded_step(train_step, nonfinite: str):
+    """Wraps ``train_step`` to flag non-finite metrics (loss, gradient norm) as ``metrics["nonfinite"]``.
+
+    With ``nonfinite="skip"`` a flagged step keeps the previous meta-state (the
+    step counter still advances), chosen by ``jnp.where`` inside the compiled
+    step: no host round trip and no recompilation.
+    """
+
+    def step(state: MetaState, key: PRNGKey) -> tuple[MetaState, Metrics]:
+        new, metrics = train_step(state, key)
+        finite = jnp.all(
+            jnp.stack(
+                [
+                    jnp.all(jnp.isfinite(v))
+                    for v in jax.tree_util.tree_leaves(metrics)
+                    if jnp.issubdtype(jnp.asarray(v).dtype, jnp.inexact)
+                ]
+            )
+        )
+        if nonfinite == "skip":
+            kept = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
+            new = kept._replace(step=new.step)
+        return new, {**metrics, "nonfinite": jnp.logical_not(finite).astype(jnp.int32)}
+
+    return step
+
+
+def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
+    """Initialises the meta-state and traces the train step and evaluators (no compilation).
+
+    Returns the initial state and the traced train step. A model that does
+    not fit the data, or a data request the source cannot satisfy, becomes
+    one :class:`ConfigError` line here instead of a trace from inside XLA.
+    """
+    config = c.config
+    example = c.source.example
+    try:
+        state = initial_state(c, key)
+        step = jax.jit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=0)
+        traced = step.trace(state, key)
+        keys = jax.random.split(key, min(config["eval"]["batch_size"], max(config["eval"]["tasks"], 1)))
+        for split, steps in (("val", c.learner.inner_steps), ("test", test_steps(config, c.learner))):
+            evaluator = make_evaluator(
+                c.learner, c.source, split=split, steps=steps, task_batching=config["task_batching"]
+            )
+            jax.eval_shape(evaluator, state, keys)
+    except MetajaxError:
+        raise
+    except Exception as e:  # any shape/dtype error while tracing: model and data disagree
+        shapes = ", ".join(
+            f"{part}.{name} {tuple(getattr(getattr(example, part), name).shape)}"
+            for part in ("support", "query")
+            for name in ("x", "y")
+        )
+        raise ConfigError(
+            f"model {config['model']['name']!r} does not fit data {config['data']['name']!r} ({shapes}, loss "
+            f"{c.source.loss}, output_dim {c.source.output_dim}): {type(e).__name__}: {_first_line(e)}; "
+            "change model or data in the config."
+        ) from None
+    return state, traced
+
+
 def _score(summary: dict[str, Any], index: int) -> float:
-    """Validation score, higher is better: accuracy if the task has it, else minus the loss."""
-    if "accuracy" in summary:
-        return summary["accuracy"]["mean"][index]
-    return -summary["loss"]["mean"][index]
+    """Validation score, higher is better: accuracy if the task has it, else minus the loss; NaN is -inf."""
+    score = summary["accuracy"]["mean"][index] if "accuracy" in summary else -summary["loss"]["mean"][index]
+    return score if np.isfinite(score) else -float("inf")
+
+
+def divergence(per_task: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Which tasks' inner loops diverged: a non-finite query loss, or one ``DIVERGENCE_FACTOR`` x its start.
+
+    Args:
+      per_task: ``{metric: (tasks, steps + 1)}`` from :func:`evaluate`.
+
+    Returns:
+      ``{"diverged_tasks": count, "diverged_task_ids": [first 20 task indices]}``.
+    """
+    loss = np.asarray(per_task["loss"], np.float64)
+    start = loss[:, :1]
+    bad = ~np.all(np.isfinite(loss), axis=1) | np.any(loss > DIVERGENCE_FACTOR * np.maximum(start, 1e-12), axis=1)
+    ids = np.flatnonzero(bad)
+    return {"diverged_tasks": int(ids.size), "diverged_task_ids": ids[:20].tolist()}
 
 
 def _flat(summary: dict[str, Any], index: int, prefix: str) -> dict[str, float]:
@@ -98,15 +184,17 @@ def run(
     _check_workdir(workdir, config)
     components = build(config)
     k_init, k_train, k_eval = run_keys(config["seed"])
-    state = initial_state(components, k_init)  # shape errors raise here, before compiling
+    state, traced = check_shapes(components, k_init)  # every input error is raised before this line compiles
 
     workdir.mkdir(parents=True, exist_ok=True)
     metrics_file.write_json(workdir / CONFIG_FILE, config)
-    metrics_file.write_json(workdir / "run.json", {**environment(experiment_module), "data": components.source.info})
-    checkpoints = Checkpoints(workdir / "checkpoints", config["checkpoint"]["keep"])
-    best = Checkpoints(workdir / "best", 1)
+    metrics_file.write_json(
+        workdir / "run.json", run_record(config, components.source.info, experiment_module, workdir / "run.json")
+    )
+    checkpoints = Checkpoints(workdir / "checkpoints", config["checkpoint"]["keep"], config=config)
+    best = Checkpoints(workdir / "best", 1, config=config)
     try:
-        return _train(components, state, workdir, checkpoints, best, k_train, k_eval, progress)
+        return _train(components, state, traced, workdir, checkpoints, best, k_train, k_eval, progress)
     finally:
         checkpoints.close()
         best.close()
@@ -115,6 +203,7 @@ def run(
 def _train(
     c: Components,
     state: MetaState,
+    traced,
     workdir: Path,
     checkpoints: Checkpoints,
     best: Checkpoints,
@@ -127,23 +216,44 @@ def _train(
     ev = config["eval"]
     train_inner = c.learner.inner_steps
 
-    start, best_score = 0, None
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        state, meta = checkpoints.restore(latest, state)
-        start, best_score = latest, meta.get("best_score")
+    start, best_score, skipped, last_saved = 0, None, 0, None
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+        start, state, meta = restored
+        best_score, skipped, last_saved = meta.get("best_score"), meta.get("skipped_steps", 0), start
     metrics_file.truncate_after(workdir / METRICS_FILE, start)
 
-    train_step = jax.jit(c.train_step, donate_argnums=0)
     validator = make_evaluator(
         c.learner, c.source, split="val", steps=train_inner, task_batching=config["task_batching"]
     )
     t0 = time.perf_counter()
-    state = jax.block_until_ready(state)
-    compiled = train_step.lower(state, k_train).compile()
+    state = jax.block_until_ready(jax.device_put(state))
+    compiled = traced.lower().compile()
     compile_s = time.perf_counter() - t0
 
     pending: list[dict[str, Any]] = []
+    flags: list[tuple[int, Any]] = []  # (step, nonfinite flag on device), checked at every boundary
+
+    def check(done: int) -> int:
+        """Non-finite steps since the last check; in "stop" mode the first one ends the run."""
+        nonlocal flags
+        if not flags:
+            return 0
+        values = np.asarray(jax.device_get([f for _, f in flags]))
+        bad = [step for (step, _), v in zip(flags, values, strict=True) if v]
+        flags = []
+        if bad and config["guard"]["nonfinite"] == "stop":
+            metrics_file.append(workdir / METRICS_FILE, [{"step": bad[0], "split": "guard", "stopped": "nonfinite"}])
+            kept = (
+                f"{checkpoints.directory / str(last_saved)}" if last_saved is not None else "none (no checkpoint yet)"
+            )
+            raise NumericalError(
+                f"step {bad[0]}: non-finite loss or gradient; the run stopped at step {bad[0]} and its last good "
+                f"checkpoint is {kept}; lower the learning rates, or resume with --set guard.nonfinite=skip to skip "
+                "such steps."
+            )
+        return len(bad)
+
     bar = tqdm(
         total=steps,
         initial=start,
@@ -152,36 +262,56 @@ def _train(
         dynamic_ncols=True,
         desc=config.get("experiment"),
     )
-    t_last, n_last = time.perf_counter(), start
+    t_last, n_last, window_skipped = time.perf_counter(), start, 0
     for step in range(start, steps):
         state, step_metrics = compiled(state, jax.random.fold_in(k_train, step))
-        pending.append(step_metrics)
         done = step + 1
+        flags.append((done, step_metrics.pop("nonfinite")))
+        pending.append(step_metrics)
         records = []
-        if done % log_every == 0 or done == steps:
+        is_log = done % log_every == 0 or done == steps
+        is_val = bool(ev["every"]) and (done % ev["every"] == 0 or done == steps)
+        is_ckpt = done % config["checkpoint"]["every"] == 0 or done == steps
+        if is_log or is_val or is_ckpt:
+            found = check(done)
+            skipped += found
+            window_skipped += found
+        if is_log:
             mean = {k: float(np.mean(v)) for k, v in jax.device_get(_stack(pending)).items()}
             now = time.perf_counter()
             mean["steps_per_s"] = (done - n_last) / max(now - t_last, 1e-9)
-            t_last, n_last, pending = now, done, []
+            mean["skipped_steps"] = window_skipped
+            t_last, n_last, pending, window_skipped = now, done, [], 0
             records.append({"step": done, "split": "train", **mean})
             bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items() if k in ("loss", "accuracy")})
-        if ev["every"] and (done % ev["every"] == 0 or done == steps):
-            val = summarize(evaluate(validator, state, jax.random.fold_in(k_eval, 0), ev["tasks"], ev["batch_size"]))
+        if is_val:
+            per_task = evaluate(validator, state, jax.random.fold_in(k_eval, 0), ev["tasks"], ev["batch_size"])
+            val = summarize(per_task)
             score = _score(val, -1)
-            records.append({"step": done, "split": "val", **_flat(val, 0, "pre_"), **_flat(val, -1, "post_")})
+            records.append(
+                {
+                    "step": done,
+                    "split": "val",
+                    **_flat(val, 0, "pre_"),
+                    **_flat(val, -1, "post_"),
+                    **(divergence(per_task) if "loss" in per_task else {}),
+                }
+            )
             if best_score is None or score > best_score:
                 best_score = score
                 best.save(done, state, {"step": done, "score": score})
         metrics_file.append(workdir / METRICS_FILE, records)
-        if done % config["checkpoint"]["every"] == 0 or done == steps:
-            checkpoints.save(done, state, {"step": done, "best_score": best_score})
+        if is_ckpt:
+            checkpoints.save(done, state, {"step": done, "best_score": best_score, "skipped_steps": skipped})
+            last_saved = done
         bar.update(1)
     bar.close()
+    check(steps)
 
     results = test_results(
         c.learner, c.source, state, config, steps=test_steps(config, c.learner), tasks=ev["test_tasks"]
     )
-    results.update(best_val_score=best_score, compile_seconds=compile_s)
+    results.update(best_val_score=best_score, compile_seconds=compile_s, skipped_steps=skipped)
     metrics_file.write_json(workdir / RESULTS_FILE, results)
     return results
 

@@ -139,14 +139,20 @@ def sample_episode(
         per_class=images.shape[1],
         image_shape=images.shape[2:],
     )
-    k_class, k_image, k_rot, k_label = jax.random.split(key, 4)
-    chosen = jax.random.choice(k_class, available_classes(class_ids.shape[0], augment), (ways,), replace=False)
+    # One draw of random bits for everything: each extra jax.random call costs compile time.
+    # argsort of i.i.d. uint32 keys is a uniform permutation up to (rare, harmless) ties.
+    per_class, available = images.shape[1], available_classes(class_ids.shape[0], augment)
+    bits = jax.random.bits(key, (available + ways * per_class + 2 * ways,), jnp.uint32)
+    class_bits, image_bits, label_bits, rotation_bits = jnp.split(
+        bits, [available, available + ways * per_class, available + ways * per_class + ways]
+    )
+    chosen = jnp.argsort(class_bits)[:ways]
     if augment == "rotate_classes":
         classes, rotations = class_ids[chosen // 4], chosen % 4
     else:
         classes = class_ids[chosen]
-        rotations = jax.random.randint(k_rot, (ways,), 0, 4) if augment == "rotate_tasks" else None
-    order = jnp.argsort(jax.random.uniform(k_image, (ways, images.shape[1])), axis=1)[:, : shots + queries]
+        rotations = (rotation_bits % 4).astype(jnp.int32) if augment == "rotate_tasks" else None
+    order = jnp.argsort(image_bits.reshape(ways, per_class), axis=1)[:, : shots + queries]
     x = images[classes[:, None], order]  # (ways, shots + queries, h, w, c)
     if jnp.issubdtype(x.dtype, jnp.integer):
         x = x.astype(jnp.float32) / 255.0
@@ -154,7 +160,7 @@ def sample_episode(
         x = x.astype(jnp.float32)
     if rotations is not None:
         x = jax.vmap(_rotate)(x, rotations)
-    labels = jax.random.permutation(k_label, ways).astype(jnp.int32)
+    labels = jnp.argsort(label_bits).astype(jnp.int32)
     shape = x.shape[2:]
     support = Split(x[:, :shots].reshape(ways * shots, *shape), jnp.repeat(labels, shots))
     query = Split(x[:, shots:].reshape(ways * queries, *shape), jnp.repeat(labels, queries))

@@ -14,6 +14,7 @@ import optax
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
 from metajax.core.optim import InnerOptimizer, fixed, head_only, learned_lr
+from metajax.data import omniglot as _omniglot  # noqa: F401  (registers the "omniglot" dataset)
 from metajax.data.sinusoid import sinusoid
 from metajax.errors import ConfigError
 from metajax.learners import maml as maml_lib

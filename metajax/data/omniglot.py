@@ -342,7 +342,8 @@ def split_classes(data: Omniglot, split: str = "vinyals", seed: int = 0) -> dict
         hint = f" or use split {other[0]!r}" if other else ""
         raise DataError(
             f"omniglot: split {split!r} is defined on {', '.join(SPLIT_ARCHIVES[split])} but {', '.join(missing)} "
-            f"is not loaded; add it to data.archives (download from {URL}){hint}."
+            f"{'is' if len(missing) == 1 else 'are'} not loaded; add {'it' if len(missing) == 1 else 'them'} to "
+            f"data.archives (download from {URL}){hint}."
         )
     alphabet = np.array([n.split("/")[0] for n in data.names])
     number = np.array([int(n.split("/character")[1]) for n in data.names])

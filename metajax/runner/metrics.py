@@ -44,9 +44,11 @@ def read(path: Path) -> list[dict[str, Any]]:
             if not line.endswith(b"\n"):
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except ValueError:  # JSONDecodeError, or UnicodeDecodeError from bytes a killed writer left
                 continue
+            if isinstance(record, dict):
+                records.append(record)
     return records
 
 
@@ -55,7 +57,7 @@ def truncate_after(path: Path, step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    kept = [r for r in read(path) if r.get("step", 0) <= step]
+    kept = [r for r in read(path) if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
     write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 

@@ -7,6 +7,7 @@ import importlib.metadata
 import inspect
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ PACKAGES = ("metajax", "jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoi
 # Keys of a source's ``info`` whose values are data file paths or their checksums.
 CHECKSUM_KEYS = ("sha256", "checksum", "checksums", "md5")
 PATH_KEYS = ("path", "paths", "file", "files", "archive", "archives", "root")
+DIGEST = re.compile(r"^(?:(?:sha256|sha1|md5):)?[0-9a-fA-F]{32,128}$")
 
 
 def _version(package: str) -> Optional[str]:
@@ -101,7 +103,7 @@ def data_checksums(info: Any) -> dict[str, str]:
             for i, v in enumerate(node):
                 walk(v, f"{where}[{i}]", key)
         elif isinstance(node, str):
-            if any(c in key for c in CHECKSUM_KEYS):
+            if any(c in key for c in CHECKSUM_KEYS) or DIGEST.match(node):
                 found[where] = node
             elif any(p in key for p in PATH_KEYS) and Path(node).is_file():
                 found[str(Path(node).resolve())] = "sha256:" + sha256_file(Path(node))

@@ -17,8 +17,11 @@ from metajax import ConfigError, DataError, MetajaxError, apply_overrides, exper
 from metajax.cli import main as cli_main
 from metajax.config import validate
 from metajax.core.meta import MetaState
+from metajax.core.tasks import Split, Task
 from metajax.data.episodes import episode_source
+from metajax.data.sinusoid import sinusoid
 from metajax.errors import CheckpointError, CheckpointWarning, NumericalError, UnknownNameError
+from metajax.registry import names, register
 from metajax.runner import metrics as metrics_file
 from metajax.runner.checkpoint import MANIFEST, Checkpoints
 from metajax.runner.record import data_checksums
@@ -194,6 +197,22 @@ def _raw_config(tmp_path, mutate):
         assert not workdir.exists()
 
 
+def _inconsistent_source():
+    """A source whose tasks have 2 input features while its ``example`` promises 1."""
+    base = sinusoid(shots=10)
+
+    def sample(key, split):
+        task = base.sample(key, split)
+        widen = lambda s: Split(jnp.concatenate([s.x, s.x], axis=1), s.y)  # noqa: E731
+        return Task(widen(task.support), widen(task.query))
+
+    return base._replace(sample=sample, info={"name": "test-inconsistent"})
+
+
+if "test-inconsistent" not in names("datasets"):
+    register("datasets", "test-inconsistent")(_inconsistent_source)
+
+
 def _row_run_dir_differs(tmp_path, trained):
     workdir = _copy(trained, tmp_path)
     before = (workdir / "metrics.jsonl").read_bytes()
@@ -283,7 +302,7 @@ ROWS = {
     "bad-task-batching": (ConfigError, r"task_batching='chunked:0' is not a strategy", lambda t, r: _run_fresh(t, "task_batching=chunked:0")),
     "data-unsatisfiable": (ConfigError, r"queries must be an int >= 1", lambda t, r: _run_fresh(t, "data.queries=0")),
     "episodes-too-many-ways": (DataError, r"5-way episodes need 5 classes but split 'train' has 3", _row_episodes),
-    "chunk-mismatch": (ConfigError, r"chunked:3 needs the task count \(2\) to be a multiple of 3", lambda t, r: _run_fresh(t, "task_batching=chunked:3")),
+    "source-shape-mismatch": (ConfigError, r"model 'mlp' does not fit data 'test-inconsistent' \(support\.x \(10, 1\).*ScopeParamShapeError: For parameter "kernel"", lambda t, r: _raw_config(t, lambda c: c.update(data={"name": "test-inconsistent"}))),
     "model-data-mismatch": (ConfigError, r"model 'conv4' does not fit data 'sinusoid' \(support\.x \(10, 1\)", lambda t, r: _raw_config(t, lambda c: c.update(model={"name": "conv4"}))),
     "run-dir-config-differs": (ConfigError, r"holds a run with a different config \(outer_opt\.lr: 0\.001 -> 0\.5\)", _row_run_dir_differs),
     "run-dir-config-unreadable": (ConfigError, r"config\.json is unreadable", _row_run_dir_unreadable),
@@ -322,8 +341,6 @@ def test_docs_table_lists_exactly_the_tested_rows():
 
 
 def test_validate_does_not_mutate_and_accepts_every_registered_experiment():
-    from metajax.registry import names
-
     for name in names("experiments"):
         config = experiment_config(name)
         before = copy.deepcopy(config)

@@ -221,7 +221,18 @@ def _allowed_types(param: inspect.Parameter) -> tuple[type, ...] | None:
 
 def _type_name(types: tuple[type, ...]) -> str:
     names = {int: "int", float: "number", bool: "bool", str: "string", dict: "dict", list: "list", tuple: "list"}
-    return " or ".join(dict.fromkeys(names.get(t, "null") for t in types))
+    shown = [t for t in types if not (t is int and float in types)]
+    return " or ".join(dict.fromkeys(names.get(t, "null") for t in shown))
+
+
+def _example(param: inspect.Parameter, types: tuple[type, ...]) -> str:
+    """A value to show in ``--set key=VALUE``: the default, else one of the right type."""
+    if param.default is not inspect.Parameter.empty and param.default is not None:
+        return json.dumps(list(param.default) if isinstance(param.default, tuple) else param.default)
+    for kind, text in ((float, "0.01"), (int, "1"), (bool, "true"), (list, "[1]"), (str, "NAME")):
+        if kind in types:
+            return text
+    return "VALUE"
 
 
 def _check_types(path: tuple[str, ...], kind: str, cfg: dict) -> None:
@@ -240,7 +251,7 @@ def _check_types(path: tuple[str, ...], kind: str, cfg: dict) -> None:
             dotted = ".".join(path + (key,))
             raise ConfigError(
                 f"config {dotted}={value!r} has the wrong type: expected {_type_name(allowed)}, "
-                f"got {type(value).__name__} (e.g. --set {dotted}={params[key].default if params[key].default is not inspect.Parameter.empty and params[key].default is not None else '...'})."
+                f"got {type(value).__name__} (e.g. --set {dotted}={_example(params[key], allowed)})."
             )
 
 

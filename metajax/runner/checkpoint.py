@@ -122,11 +122,13 @@ def config_digest(config: Config) -> str:
 
 
 RESUMABLE = ("guard",)  # config keys a resumed run may change
+# Keys that do not change what a checkpoint's arrays mean: a checkpoint restores under any of their values.
+STATE_FREE = ("guard", "steps", "log_every", "checkpoint", "eval", "reference")
 
 
-def comparable(config: Any) -> Any:
-    """``config`` without the keys a resumed run may change (:data:`RESUMABLE`)."""
-    return {k: v for k, v in config.items() if k not in RESUMABLE} if isinstance(config, dict) else config
+def comparable(config: Any, ignore: tuple[str, ...] = RESUMABLE) -> Any:
+    """``config`` without the top-level keys in ``ignore``."""
+    return {k: v for k, v in config.items() if k not in ignore} if isinstance(config, dict) else config
 
 
 def config_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -273,8 +275,8 @@ class Checkpoints:
             ) from None
         meta = dict(restored["meta"])
         saved, config = meta.pop("config", None), self.config()
-        if saved is not None and config is not None and comparable(saved) != comparable(config):
-            changes = config_changes(comparable(saved), comparable(config))
+        if saved is not None and config is not None and comparable(saved, STATE_FREE) != comparable(config, STATE_FREE):
+            changes = config_changes(comparable(saved, STATE_FREE), comparable(config, STATE_FREE))
             raise ConfigError(
                 f"checkpoint {where} was written with a different config ({'; '.join(changes[:3])}"
                 f"{' ...' if len(changes) > 3 else ''}); restore the run's config.json or evaluate the right run."

@@ -5,4 +5,7 @@ Each module registers plain-Python configs with
 with ``metajax run NAME --module path/to/your_module.py``.
 """
 
-from . import sinusoid  # noqa: F401
+from . import (
+    omniglot,  # noqa: F401
+    sinusoid,  # noqa: F401
+)

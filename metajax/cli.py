@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", type=int, help="number of test tasks (default: the run's eval.test_tasks)")
     ev.add_argument("--inner-steps", type=int, help="inner steps at test time (default: the run's)")
     ev.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
+    ev.add_argument("--episodes", metavar="MANIFEST", help="evaluate on a fixed episode manifest (docs/episodes.md)")
+
+    episodes = sub.add_parser("episodes", help="fixed episode sets").add_subparsers(dest="episodes_command", required=True)
+    export = episodes.add_parser("export", help="write a protocol's sampled episodes as a manifest of PNGs")
+    export.add_argument("name", help="experiment name (see `metajax list`)")
+    export.add_argument("--out", required=True, help="folder for manifest.json and the images")
+    export.add_argument("--episodes", type=int, default=600, help="number of episodes (default 600)")
+    export.add_argument("--split", choices=("train", "val", "test"), default="test")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
@@ -79,6 +88,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         results = run(
             config, args.out, progress=not args.no_progress, experiment_module=args.module[-1] if args.module else None
+        )
+        _print_results(results)
+        return 0
+    if args.command == "episodes":
+        from metajax.runner.episodes import export_episodes
+
+        path = export_episodes(args.name, args.out, episodes=args.episodes, split=args.split, overrides=args.overrides)
+        print(f"wrote {args.episodes} {args.split} episodes: {path}")
+        return 0
+    if args.command == "eval" and args.episodes:
+        from metajax.runner.episodes import evaluate_episodes
+
+        results = evaluate_episodes(
+            Path(args.run_dir), args.episodes, inner_steps=args.inner_steps, which=args.checkpoint
         )
         _print_results(results)
         return 0

@@ -233,6 +233,7 @@ def _row_eval_mismatch(tmp_path, trained):
     config = json.loads((workdir / "config.json").read_text())
     config["learner"]["inner_opt"]["lr"] = 0.02
     (workdir / "config.json").write_text(json.dumps(config))
+    assert cli_main(["eval", str(workdir)]) == 2  # `metajax eval` refuses it in one line
     load_run(workdir)
 
 

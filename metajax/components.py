@@ -19,6 +19,8 @@ from metajax.data.sinusoid import sinusoid
 from metajax.errors import ConfigError
 from metajax.learners import maml as maml_lib
 from metajax.learners.protonet import protonet
+from metajax.learners import matching as _matching, r2d2 as _r2d2  # noqa: F401  (register "matching", "r2d2")
+from metajax.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12", "resnet12-embedding")
 from metajax.models.conv4 import conv4
 from metajax.models.mlp import mlp
 from metajax.registry import get, register

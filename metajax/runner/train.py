@@ -95,6 +95,56 @@ def guarded_step(train_step, nonfinite: str):
     return step
 
 
+def _shapes(task) -> str:
+    return ", ".join(
+        f"{part}.{name} {tuple(leaf.shape)} {leaf.dtype}"
+        for part in ("support", "query")
+        for name, leaf in zip(("x", "y"), getattr(task, part), strict=True)
+    )
+
+
+def check_source(source, name: str, key: PRNGKey) -> None:
+    """Checks a task source against its own contract, without compiling.
+
+    Every split's sampled task must have its ``example``'s shapes and dtypes
+    (the model is initialised from the example), and the targets must suit
+    the loss: ``mse`` targets ``(n, output_dim)`` (a mismatch would broadcast
+    silently), ``cross_entropy`` integer labels ``(n,)`` in ``[0, output_dim)``.
+
+    Raises:
+      ConfigError: one line naming the dataset, the split and the shapes.
+    """
+    example = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), source.example)
+    for split in ("train", "val", "test"):
+        try:
+            got = jax.eval_shape(lambda k, split=split: source.sample(k, split), key)
+        except MetajaxError:
+            raise
+        except Exception as e:  # a source that cannot even trace its own split
+            raise ConfigError(
+                f"data {name!r} cannot sample split {split!r}: {type(e).__name__}: {_first_line(e)}; fix the task source."
+            ) from None
+        if jax.tree_util.tree_structure(got) != jax.tree_util.tree_structure(example) or _shapes(got) != _shapes(
+            example
+        ):
+            raise ConfigError(
+                f"data {name!r} split {split!r} gives tasks ({_shapes(got)}) unlike its example ({_shapes(example)}), "
+                "from which the model is built; fix the task source."
+            )
+    for part in ("support", "query"):
+        y = getattr(example, part).y
+        if source.loss == "mse" and tuple(y.shape[1:]) != (source.output_dim,):
+            raise ConfigError(
+                f"data {name!r}: mse targets {part}.y {tuple(y.shape)} do not match output_dim {source.output_dim} "
+                f"(expected (n, {source.output_dim})); fix the task source's output_dim or targets."
+            )
+        if source.loss == "cross_entropy" and (len(y.shape) != 1 or not jnp.issubdtype(y.dtype, jnp.integer)):
+            raise ConfigError(
+                f"data {name!r}: cross_entropy needs integer labels of shape (n,), got {part}.y {tuple(y.shape)} "
+                f"{y.dtype}; fix the task source."
+            )
+
+
 def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
     """Initialises the meta-state and traces the train step and evaluators (no compilation).
 
@@ -104,6 +154,7 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
     """
     config = c.config
     example = c.source.example
+    check_source(c.source, config["data"]["name"], key)
     try:
         state = initial_state(c, key)
         step = jax.jit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=0)

@@ -209,8 +209,22 @@ def _inconsistent_source():
     return base._replace(sample=sample, info={"name": "test-inconsistent"})
 
 
+def _wide_targets_source():
+    """A source with 2 regression targets per point that declares output_dim 1 (mse would broadcast)."""
+    base = sinusoid(shots=10)
+    wide = lambda s: Split(s.x, jnp.concatenate([s.y, s.y], axis=1))  # noqa: E731
+
+    def sample(key, split):
+        task = base.sample(key, split)
+        return Task(wide(task.support), wide(task.query))
+
+    example = Task(wide(base.example.support), wide(base.example.query))
+    return base._replace(sample=sample, example=example, info={"name": "test-wide-targets"})
+
+
 if "test-inconsistent" not in names("datasets"):
     register("datasets", "test-inconsistent")(_inconsistent_source)
+    register("datasets", "test-wide-targets")(_wide_targets_source)
 
 
 def _row_run_dir_differs(tmp_path, trained):
@@ -303,7 +317,8 @@ ROWS = {
     "bad-task-batching": (ConfigError, r"task_batching='chunked:0' is not a strategy", lambda t, r: _run_fresh(t, "task_batching=chunked:0")),
     "data-unsatisfiable": (ConfigError, r"queries must be an int >= 1", lambda t, r: _run_fresh(t, "data.queries=0")),
     "episodes-too-many-ways": (DataError, r"5-way episodes need 5 classes but split 'train' has 3", _row_episodes),
-    "source-shape-mismatch": (ConfigError, r"model 'mlp' does not fit data 'test-inconsistent' \(support\.x \(10, 1\).*ScopeParamShapeError: For parameter .kernel.", lambda t, r: _raw_config(t, lambda c: c.update(data={"name": "test-inconsistent"}))),
+    "source-shape-mismatch": (ConfigError, r"data 'test-inconsistent' split 'train' gives tasks \(support\.x \(10, 2\) float32.*unlike its example \(support\.x \(10, 1\)", lambda t, r: _raw_config(t, lambda c: c.update(data={"name": "test-inconsistent"}))),
+    "target-shape-mismatch": (ConfigError, r"data 'test-wide-targets': mse targets support\.y \(10, 2\) do not match output_dim 1", lambda t, r: _raw_config(t, lambda c: c.update(data={"name": "test-wide-targets"}))),
     "model-data-mismatch": (ConfigError, r"model 'conv4' does not fit data 'sinusoid' \(support\.x \(10, 1\)", lambda t, r: _raw_config(t, lambda c: c.update(model={"name": "conv4"}))),
     "run-dir-config-differs": (ConfigError, r"holds a run with a different config \(outer_opt\.lr: 0\.001 -> 0\.5\)", _row_run_dir_differs),
     "run-dir-config-unreadable": (ConfigError, r"config\.json is unreadable", _row_run_dir_unreadable),

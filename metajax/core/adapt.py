@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import jax
 import optax
@@ -11,6 +11,31 @@ import optax
 from metajax.typing import Array, ModelState, Params, PyTree
 
 InnerLossFn = Callable[[Params, ModelState], tuple[Array, ModelState]]
+
+# Remat policies for the inner step: what the backward pass keeps of each
+# step's forward computation (the scan carry, i.e. params and optimizer state,
+# is always kept). ``True`` is ``"full"``.
+REMAT_POLICIES: dict[str, Optional[Callable[..., bool]]] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_policy(remat: Union[bool, str]) -> tuple[bool, Optional[Callable[..., bool]]]:
+    """``(use_checkpoint, policy)`` for a ``remat`` value: a bool or a :data:`REMAT_POLICIES` name.
+
+    Raises:
+      ValueError: ``remat`` is neither.
+    """
+    if remat is False or remat is None:
+        return False, None
+    if remat is True:
+        return True, REMAT_POLICIES["full"]
+    if isinstance(remat, str) and remat in REMAT_POLICIES:
+        return remat != "none", REMAT_POLICIES[remat]
+    raise ValueError(f"remat={remat!r}; use a bool or one of {sorted(REMAT_POLICIES)} (e.g. --set learner.remat=full).")
 
 
 class AdaptResult(NamedTuple):
@@ -39,7 +64,7 @@ def adapt(
     steps: int,
     *,
     first_order: bool = False,
-    remat: bool = False,
+    remat: Union[bool, str] = False,
     observe: Optional[Callable[[Params, ModelState], PyTree]] = None,
 ) -> AdaptResult:
     """Runs ``steps`` updates of ``inner_opt`` on ``loss_fn`` starting from ``params``.
@@ -60,7 +85,12 @@ def adapt(
       steps: number of inner steps (static).
       first_order: drop second-order terms via ``stop_gradient``.
       remat: recompute each inner step in the backward pass
-        (``jax.checkpoint``) instead of storing its activations.
+        (``jax.checkpoint``) instead of storing its activations. ``True`` or
+        ``"full"`` keeps only the scan carry per step; ``"dots"`` /
+        ``"dots_no_batch"`` also keep matrix products; ``False`` / ``"none"``
+        keep everything. With ``"full"``, memory of second-order MAML grows
+        with ``steps`` by about one copy of params and optimizer state per
+        step instead of all of a step's activations.
       observe: optional ``observe(params, model_state) -> pytree`` evaluated
         before each step and after the last one (e.g. query metrics).
 
@@ -69,6 +99,7 @@ def adapt(
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"adapt: steps must be a non-negative int, got {steps!r}.")
+    use_remat, policy = remat_policy(remat)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(carry, _):
@@ -81,8 +112,8 @@ def adapt(
         params = optax.apply_updates(params, updates)
         return (params, opt_state, state), (loss, seen)
 
-    if remat:
-        step = jax.checkpoint(step)
+    if use_remat:
+        step = jax.checkpoint(step, policy=policy)
     carry = (params, inner_opt.init(params), model_state)
     (params, _, model_state), (losses, seen) = jax.lax.scan(step, carry, None, length=steps)
     observations = None

@@ -4,37 +4,99 @@ This module is the one place the ``task_batching`` config value is read.
 Learners are written for one task; :func:`batch_tasks` turns any per-task
 function into one over a batch of tasks.
 
-Strategies:
+A strategy is ``<loop>`` or ``<loop>+patches``. Loops:
   ``vmap``: ``jax.vmap`` over tasks. Fastest for small dense models and on
     accelerators.
   ``map``: ``jax.lax.map`` (a sequential loop inside the compiled program).
-    Per-task weights stay ordinary weights, which XLA:CPU convolutions need.
-  ``chunked:N``: ``lax.map`` over chunks of ``N`` tasks, ``vmap`` inside a chunk.
+  ``chunked:N``: ``lax.map`` over chunks of ``N`` tasks, ``vmap`` inside a
+    chunk (a task count that is not a multiple of ``N`` gets one smaller
+    vmapped chunk for the rest).
+
+``+patches`` makes every convolution built from :mod:`metajax.core.conv` with
+``impl="auto"`` (Conv4's default) compute as shifted slices plus a matrix
+product while the per-task function is traced. Vmapped over tasks with
+per-task weights, a ``lax.conv`` becomes a grouped convolution (so does
+each weight gradient), which XLA:CPU runs far off its fast path; the patches
+form becomes a batched ``dot_general`` instead. Max-pools switch to a
+reshape-and-max whose gradient is elementwise (``reduce_window``'s is a
+select-and-scatter). Compile time does not grow with the number of tasks
+under any strategy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 
+from metajax.core.conv import conv_impl
 from metajax.typing import PyTree
 
-STRATEGIES = ("vmap", "map", "chunked:N")
+STRATEGIES = ("vmap", "map", "chunked:N", "vmap+patches", "map+patches", "chunked:N+patches")
+
+
+class Strategy(NamedTuple):
+    """A parsed ``task_batching`` value.
+
+    Attributes:
+      loop: ``"vmap"``, ``"map"`` or ``"chunked"``.
+      chunk: tasks per chunk for ``"chunked"``, else 0.
+      conv: the convolution implementation forced while tracing (``"patches"``),
+        or ``None`` to leave models alone.
+    """
+
+    loop: str
+    chunk: int
+    conv: Optional[str]
+
+
+def parse(strategy: str) -> Strategy:
+    """Validates a ``task_batching`` value.
+
+    Raises:
+      ValueError: one line naming the accepted forms.
+    """
+    if isinstance(strategy, str):
+        loop, plus, conv = strategy.partition("+")
+        if not plus or conv == "patches":
+            conv_choice = conv if plus else None
+            if loop in ("vmap", "map"):
+                return Strategy(loop, 0, conv_choice)
+            if loop.startswith("chunked:"):
+                size = loop.split(":", 1)[1]
+                if size.isdigit() and int(size) > 0:
+                    return Strategy("chunked", int(size), conv_choice)
+    raise ValueError(
+        f"task_batching={strategy!r} is not a strategy; use 'vmap', 'map' or 'chunked:N' (N a positive int), "
+        "optionally with '+patches' (e.g. --set task_batching=chunked:4+patches)."
+    )
 
 
 def parse_strategy(strategy: str) -> tuple[str, int]:
-    """Validates a ``task_batching`` value; returns ``(kind, chunk_size)``."""
-    if strategy in ("vmap", "map"):
-        return strategy, 0
-    if isinstance(strategy, str) and strategy.startswith("chunked:"):
-        size = strategy.split(":", 1)[1]
-        if size.isdigit() and int(size) > 0:
-            return "chunked", int(size)
-    raise ValueError(
-        f"task_batching={strategy!r} is not a strategy; use one of 'vmap', 'map' or "
-        "'chunked:N' with N a positive int (e.g. --set task_batching=chunked:4)."
-    )
+    """Validates a ``task_batching`` value; returns ``(loop, chunk_size)`` (see :func:`parse`)."""
+    parsed = parse(strategy)
+    return parsed.loop, parsed.chunk
+
+
+def _map(fn: Callable[..., PyTree], args: tuple) -> PyTree:
+    return jax.lax.map(lambda a: fn(*a), args)
+
+
+def _chunked(fn: Callable[..., PyTree], chunk: int, args: tuple) -> PyTree:
+    n = jax.tree_util.tree_leaves(args)[0].shape[0]
+    full = (n // chunk) * chunk
+    outs = []
+    if full:
+        head = jax.tree_util.tree_map(lambda a: a[:full].reshape(full // chunk, chunk, *a.shape[1:]), args)
+        out = jax.lax.map(lambda a: jax.vmap(fn)(*a), head)
+        outs.append(jax.tree_util.tree_map(lambda a: a.reshape(full, *a.shape[2:]), out))
+    if full < n:
+        outs.append(jax.vmap(fn)(*jax.tree_util.tree_map(lambda a: a[full:], args)))
+    if len(outs) == 1:
+        return outs[0]
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), *outs)
 
 
 def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[..., PyTree]:
@@ -43,33 +105,29 @@ def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[.
     Outputs are stacked along a new leading task axis, whatever the strategy.
     All strategies compute the same values up to float reassociation.
 
+    Args:
+      fn: a per-task function; every leaf of its arguments loses the task axis.
+      strategy: a ``task_batching`` value (see the module docstring).
+
+    Returns:
+      ``batched(*args)`` over leaves of shape ``(tasks, ...)``.
+
     Example::
 
       per_task = lambda task, key: learner.task_loss(meta, state, task, key)
-      losses, aux = batch_tasks(per_task, "map")(task_batch, keys)
+      losses, aux = batch_tasks(per_task, "chunked:4+patches")(task_batch, keys)
     """
-    kind, chunk = parse_strategy(strategy)
-    if kind == "vmap":
-        return jax.vmap(fn)
+    parsed = parse(strategy)
 
-    def mapped(*args):
-        return jax.lax.map(lambda a: fn(*a), args)
+    def batched(*args):
+        with conv_impl(parsed.conv):
+            if parsed.loop == "vmap":
+                return jax.vmap(fn)(*args)
+            if parsed.loop == "map":
+                return _map(fn, args)
+            return _chunked(fn, parsed.chunk, args)
 
-    if kind == "map":
-        return mapped
-
-    def chunked(*args):
-        n = jax.tree_util.tree_leaves(args)[0].shape[0]
-        if n % chunk:
-            raise ValueError(
-                f"task_batching=chunked:{chunk} needs the task count ({n}) to be a multiple of {chunk}; "
-                "change meta_batch_size or the chunk size."
-            )
-        split = jax.tree_util.tree_map(lambda a: a.reshape(n // chunk, chunk, *a.shape[1:]), args)
-        out = jax.lax.map(lambda a: jax.vmap(fn)(*a), split)
-        return jax.tree_util.tree_map(lambda a: a.reshape(n, *a.shape[2:]), out)
-
-    return chunked
+    return batched
 
 
 # Default strategy per (backend, model family), from measurements in
@@ -77,7 +135,7 @@ def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[.
 # run time, and the resolved value is recorded in config.json.
 DEFAULT_STRATEGY: dict[tuple[str, str], str] = {
     ("cpu", "dense"): "vmap",
-    ("cpu", "conv"): "map",
+    ("cpu", "conv"): "chunked:4+patches",
     ("gpu", "dense"): "vmap",
     ("gpu", "conv"): "vmap",
     ("tpu", "dense"): "vmap",

@@ -14,7 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from metajax.core.conv import IMPLS, Conv, max_pool
 from metajax.core.model import Model, from_flax
+from metajax.core.precision import compute_dtype
 from metajax.typing import Array
 
 BATCH_NORM = ("transductive", "standard", "none")
@@ -28,11 +30,13 @@ class BatchStatsNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         axes = tuple(range(x.ndim - 1))
+        dtype = x.dtype
+        x = x.astype(jnp.promote_types(dtype, jnp.float32))  # statistics in f32 under bf16 compute
         mean = jnp.mean(x, axis=axes)
         var = jnp.mean(jnp.square(x - mean), axis=axes)
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
         bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return ((x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias).astype(dtype)
 
 
 class Conv4(nn.Module):
@@ -45,6 +49,11 @@ class Conv4(nn.Module):
       ``"standard"``: running averages kept in the ``batch_stats`` state,
         updated when ``train=True`` and used when ``train=False``.
       ``"none"``: no normalisation.
+
+    ``conv_impl`` picks how convolutions are computed (see
+    :mod:`metajax.core.conv`; ``"auto"`` lets the task-batching strategy choose)
+    and ``dtype`` the compute dtype (parameters stay float32; logits are
+    returned in float32).
     """
 
     out_features: Optional[int]
@@ -52,22 +61,27 @@ class Conv4(nn.Module):
     strided: bool = False
     batch_norm: str = "transductive"
     momentum: float = 0.9
+    conv_impl: str = "auto"
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
+        dtype = compute_dtype(self.dtype)
+        x = x.astype(dtype)
+        stride = (2, 2) if self.strided else (1, 1)
         for i in range(4):
-            x = nn.Conv(self.filters, (3, 3), strides=2 if self.strided else 1, padding="SAME", name=f"conv_{i}")(x)
+            x = Conv(self.filters, (3, 3), strides=stride, padding="SAME", impl=self.conv_impl, name=f"conv_{i}")(x)
             if self.batch_norm == "transductive":
                 x = BatchStatsNorm(name=f"bn_{i}")(x)
             elif self.batch_norm == "standard":
-                x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, name=f"bn_{i}")(x)
+                x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, dtype=dtype, name=f"bn_{i}")(x)
             x = jax.nn.relu(x)
             if not self.strided:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+                x = max_pool(x, 2, impl=self.conv_impl)
         x = x.reshape(x.shape[0], -1)
         if self.out_features is None:
-            return x
-        return nn.Dense(self.out_features, name="head")(x)
+            return x.astype(jnp.float32)
+        return nn.Dense(self.out_features, dtype=dtype, name="head")(x).astype(jnp.float32)
 
 
 def conv4(
@@ -76,6 +90,8 @@ def conv4(
     strided: bool = False,
     batch_norm: str = "transductive",
     momentum: float = 0.9,
+    conv_impl: str = "auto",
+    dtype: str = "float32",
 ) -> Model:
     """Conv4 as a pure :class:`Model` pair.
 
@@ -83,9 +99,13 @@ def conv4(
 
       model = conv4(out_features=5)                        # MAML, 5-way
       embed = conv4(out_features=None, batch_norm="standard")  # ProtoNets
+      fast = conv4(out_features=5, dtype="bfloat16")       # bf16 compute, f32 params
     """
     if batch_norm not in BATCH_NORM:
         raise ValueError(f"conv4: batch_norm={batch_norm!r}; use one of {BATCH_NORM} (model.batch_norm).")
     if not isinstance(filters, int) or filters < 1:
         raise ValueError(f"conv4: filters must be a positive int, got {filters!r} (model.filters).")
-    return from_flax(Conv4(out_features, filters, strided, batch_norm, momentum))
+    if conv_impl not in IMPLS:
+        raise ValueError(f"conv4: conv_impl={conv_impl!r}; use one of {IMPLS} (model.conv_impl).")
+    compute_dtype(dtype, where="conv4 (model.dtype)")
+    return from_flax(Conv4(out_features, filters, strided, batch_norm, momentum, conv_impl, dtype))

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--episodes", type=int, default=600, help="number of episodes (default 600)")
     export.add_argument("--split", choices=("train", "val", "test"), default="test")
     export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    bench = sub.add_parser("bench", help="speed and memory benchmarks (needs a repository checkout)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for benchmarks.run, e.g. --quick")
     return parser
 
 
@@ -73,6 +76,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     for module in args.module:
         registry.load_module(module)
+    if args.command == "bench":
+        try:
+            from benchmarks import run as bench_run
+        except ImportError:
+            raise MetajaxError(
+                "metajax bench needs the repository's benchmarks/ package; run it from a metajax checkout."
+            ) from None
+        return bench_run.main(list(args.bench_args))
     if args.command == "list":
         for kind in registry.KINDS:
             print(f"{kind}: {', '.join(registry.names(kind))}")

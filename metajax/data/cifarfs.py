@@ -95,7 +95,7 @@ def load_cifar100(
     for split in ("train", "test"):
         try:
             source = tfds.data_source(
-                "cifar100", split=split, data_dir=None if data_dir is None else os.fspath(data_dir)
+                "cifar100", split=split, data_dir=None if data_dir is None else os.fspath(data_dir), download=False
             )
             count = len(source)
         except Exception as e:  # tfds raises many types for a missing or unprepared dataset

@@ -345,7 +345,6 @@ def _one_wrong_size_archive(root: Path, drawings: int) -> Path:
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="omniglot loader bug found by fuzzing: mixed image sizes raise a raw ValueError")
 @pytest.mark.parametrize("drawings", [2])
 def test_omniglot_wrong_image_size_is_a_clean_error(tmp_path, drawings):
     omniglot = pytest.importorskip("metajax.data.omniglot")
@@ -355,9 +354,6 @@ def test_omniglot_wrong_image_size_is_a_clean_error(tmp_path, drawings):
         )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="omniglot loader bug found by fuzzing: a 50x60 drawing is accepted (not 105x105)"
-)
 @pytest.mark.parametrize("image_size", [None, 28])
 def test_omniglot_wrong_image_size_single_drawing_is_refused(tmp_path, image_size):
     omniglot = pytest.importorskip("metajax.data.omniglot")

@@ -97,6 +97,9 @@ class Omniglot(NamedTuple):
         return sorted({name.split("/")[0] for name in self.names})
 
 
+ORIGINAL_SIZE = 105  # every published Omniglot drawing is 105x105
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The folder holding the Omniglot archives.
 
@@ -213,15 +216,24 @@ def _stack(records: dict[tuple[str, str], list[tuple[int, int, np.ndarray]]], wh
 
 def _decode_files(path: Path, name: str, image_size: int | None, resample: str) -> dict[str, np.ndarray]:
     records: dict[tuple[str, str], list] = {}
+    sizes: dict[str, tuple[int, ...]] = {}
 
     def add(relative: str, read) -> None:
         match = _PNG.search(relative)
         if match is None:
             return
         try:
-            image = preprocess(image_lib.decode_image(read(), "L"), image_size, resample)
+            decoded = image_lib.decode_image(read(), "L")
         except image_lib.DECODE_ERRORS as e:
             raise _corrupt(path, name, e) from None
+        size = sizes.setdefault("first", decoded.shape[:2])
+        if decoded.shape[0] != decoded.shape[1] or decoded.shape[:2] != size:
+            raise DataError(
+                f"omniglot: {path}: {relative} is {decoded.shape[1]}x{decoded.shape[0]}, but drawings must be square "
+                f"and all one size (published: {ORIGINAL_SIZE}x{ORIGINAL_SIZE}, first seen {size[1]}x{size[0]}); "
+                f"replace the archive with the one from {URL}."
+            )
+        image = preprocess(decoded, image_size, resample)
         key = (match["alphabet"], match["character"])
         records.setdefault(key, []).append((int(match["drawer"]), int(match["id"]), image))
 

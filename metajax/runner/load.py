@@ -85,12 +85,13 @@ def load_run(run_dir: str | Path, *, which: str = "latest") -> TrainedRun:
     ckpts = Checkpoints(
         run_dir / ("checkpoints" if which == "latest" else "best"),
         1 if which == "best" else config["checkpoint"]["keep"],
+        config=config,
     )
     try:
-        step = ckpts.latest_step()
-        if step is None:
-            raise ConfigError(f"{run_dir} has no {which} checkpoint yet; train it with `metajax run` first.")
-        state, _ = ckpts.restore(step, like)
+        restored = ckpts.restore_latest(like)  # skips a corrupt newest checkpoint with a warning
     finally:
         ckpts.close()
+    if restored is None:
+        raise ConfigError(f"{run_dir} has no {which} checkpoint yet; train it with `metajax run` first.")
+    step, state, _ = restored
     return TrainedRun(config, jax.device_put(state), components, step)

@@ -9,3 +9,4 @@ from . import (
     omniglot,  # noqa: F401
     sinusoid,  # noqa: F401
 )
+from . import miniimagenet  # noqa: F401

@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="speed and memory benchmarks (needs a repository checkout)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for benchmarks.run, e.g. --quick")
+
+    rep = sub.add_parser("report", help="our results beside the published ones: markdown table, JSON and a PNG plot")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (seeds of one experiment group)")
+    rep.add_argument("--out", default="report", help="folder for report.md, report.json, report.png (default report/)")
     return parser
 
 
@@ -128,6 +132,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             Path(args.run_dir), tasks=args.tasks, inner_steps=args.inner_steps, which=args.checkpoint
         )
         _print_results(results)
+        return 0
+    if args.command == "report":
+        from metajax.runner.report import report
+
+        text, _ = report(args.run_dirs, args.out)
+        print(text, end="")
+        print(f"wrote {Path(args.out) / 'report.md'}, report.json and report.png")
         return 0
     raise AssertionError(args.command)
 

@@ -14,13 +14,8 @@ from metajax.learners.r2d2 import r2d2, ridge_weights
 from tests.learners.test_matching import smoke
 
 
-def test_r2d2_smoke_mlp():
-    smoke("r2d2", {}, "mlp")
-
-
-@pytest.mark.slow
-def test_r2d2_smoke_conv4():
-    smoke("r2d2", {}, "conv4")
+def test_r2d2_smoke_mlp_non_default_options():  # defaults: the shared smoke test
+    smoke("r2d2", {"ways": 3, "learn_lambda": False, "init_lambda": 0.5}, "mlp")
 
 
 def test_woodbury_solve_equals_primal_ridge():

@@ -57,7 +57,7 @@ class ResNet12(nn.Module):
                 if i < 2:
                     x = jax.nn.leaky_relu(x, self.slope)
             x = jax.nn.leaky_relu(x + shortcut, self.slope)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")  # floor: 84 -> 42 -> 21 -> 10 -> 5
         x = x.mean(axis=(1, 2)) if self.pool == "avg" else x.reshape(x.shape[0], -1)
         if self.out_features is None:
             return x

@@ -83,7 +83,10 @@ def _component_keys(kind: str, cfg: dict) -> set[str] | None:
     params = inspect.signature(factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    injected = {"model", "loss", "out_features"}
+    # Learners receive the model and loss positionally. A model's out_features
+    # comes from the data (N for N-way) unless the config sets it, e.g. to
+    # null for an embedding without a head (ProtoNets).
+    injected = {"model", "loss"}
     return {p.name for p in params if p.name not in injected} | {"name"}
 
 

@@ -108,3 +108,12 @@ def test_flat_keys_list_every_leaf_but_free_form_reference():
     keys = flat_keys(_tiny())
     assert "learner.inner_opt.lr" in keys and "guard.nonfinite" in keys and "reference" in keys
     assert not any(k.startswith("reference.") for k in keys)
+
+
+def test_model_out_features_may_be_set_and_a_mismatch_is_one_line(tmp_path):
+    from metajax import run
+
+    config = apply_overrides(experiment_config("maml-sinusoid-tiny"), ["model.out_features=3"])
+    assert config["model"]["out_features"] == 3
+    with pytest.raises(ConfigError, match=r"mse: predictions \(10, 3\) and targets \(10, 1\) differ"):
+        run(config, tmp_path / "run", progress=False)

@@ -133,11 +133,15 @@ def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[.
 # Default strategy per (backend, model family), from measurements in
 # benchmarks/ (see docs/performance.md). Chosen statically, never by timing at
 # run time, and the resolved value is recorded in config.json.
+# Conv4 second-order MAML, meta-batch 32: on 2 CPU cores chunked:4+patches
+# beat map (XLA conv) by >20x and vmap+patches by 2.6x (meta-batch 8); on an
+# H200 vmap+patches took 9.3 ms per step against 19.3 ms for vmap. TPU is
+# unmeasured: plain vmap.
 DEFAULT_STRATEGY: dict[tuple[str, str], str] = {
     ("cpu", "dense"): "vmap",
     ("cpu", "conv"): "chunked:4+patches",
     ("gpu", "dense"): "vmap",
-    ("gpu", "conv"): "vmap",
+    ("gpu", "conv"): "vmap+patches",
     ("tpu", "dense"): "vmap",
     ("tpu", "conv"): "vmap",
 }

@@ -7,6 +7,7 @@ Learners also receive the model and the loss function positionally.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import optax
@@ -16,45 +17,87 @@ from metajax.core.model import Model
 from metajax.core.optim import InnerOptimizer, fixed, head_only, learned_lr
 from metajax.data import omniglot as _omniglot  # noqa: F401  (registers the "omniglot" dataset)
 from metajax.data.sinusoid import sinusoid
-from metajax.errors import ConfigError
+from metajax.errors import ConfigError, close_matches
 from metajax.learners import maml as maml_lib
+from metajax.learners import matching as _matching  # noqa: F401  (registers "matching")
+from metajax.learners import r2d2 as _r2d2  # noqa: F401  (registers "r2d2")
 from metajax.learners.protonet import protonet
-from metajax.learners import matching as _matching, r2d2 as _r2d2  # noqa: F401  (register "matching", "r2d2")
 from metajax.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12", "resnet12-embedding")
 from metajax.models.conv4 import conv4
 from metajax.models.mlp import mlp
 from metajax.registry import get, register
 
+# ---- learning-rate schedules: lr is a number or {"schedule": NAME, ...optax arguments}
+
+SCHEDULES = {
+    "constant": optax.constant_schedule,  # value
+    "linear": optax.linear_schedule,  # init_value, end_value, transition_steps
+    "exponential": optax.exponential_decay,  # init_value, transition_steps, decay_rate, staircase
+    "cosine": optax.cosine_decay_schedule,  # init_value, decay_steps, alpha
+    "warmup_cosine": optax.warmup_cosine_decay_schedule,  # init_value, peak_value, warmup_steps, decay_steps
+}
+
+
+def make_schedule(lr: float | dict) -> float | optax.Schedule:
+    """A number, or an optax schedule from ``{"schedule": name, **arguments}``.
+
+    Example: ProtoNets' "halve every 2000 episodes" is
+    ``{"schedule": "exponential", "init_value": 1e-3, "transition_steps": 2000, "decay_rate": 0.5, "staircase": true}``.
+    The step count is the optimizer's own: meta-steps for the outer optimizer, inner steps for an inner one.
+    """
+    if not isinstance(lr, dict):
+        return lr
+    spec = dict(lr)
+    name = spec.pop("schedule", None)
+    if name not in SCHEDULES:
+        raise ConfigError(
+            f"learning-rate schedule {name!r} is unknown{close_matches(str(name), SCHEDULES)} Use one of "
+            f"{', '.join(SCHEDULES)} as lr.schedule, or a number."
+        )
+    factory = SCHEDULES[name]
+    params = inspect.signature(factory).parameters
+    for key in spec:
+        if key not in params:
+            raise ConfigError(
+                f"lr schedule {name!r} has no argument {key!r}{close_matches(key, params)} Its arguments: "
+                f"{', '.join(params)}."
+            )
+    try:
+        return factory(**spec)
+    except TypeError as e:
+        raise ConfigError(f"lr schedule {name!r}: {e}; its arguments: {', '.join(params)}.") from None
+
+
 # ---- optimizers: config {name, lr, ...} -> optax.GradientTransformation
 
 
 @register("optimizers", "sgd")
-def _sgd(lr: float, momentum: float | None = None, nesterov: bool = False) -> optax.GradientTransformation:
-    return optax.sgd(lr, momentum=momentum, nesterov=nesterov)
+def _sgd(lr: float | dict, momentum: float | None = None, nesterov: bool = False) -> optax.GradientTransformation:
+    return optax.sgd(make_schedule(lr), momentum=momentum, nesterov=nesterov)
 
 
 @register("optimizers", "adam")
-def _adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 1e-12):
+def _adam(lr: float | dict, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 1e-12):
     # eps_root > 0 keeps d sqrt(nu)/d nu finite where a gradient entry is exactly
     # zero; with optax's default 0 the meta-gradient through inner Adam is NaN.
-    return optax.adam(lr, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    return optax.adam(make_schedule(lr), b1=b1, b2=b2, eps=eps, eps_root=eps_root)
 
 
 @register("optimizers", "adamw")
 def _adamw(
-    lr: float,
+    lr: float | dict,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 1e-12,
     weight_decay: float = 1e-4,
 ):
-    return optax.adamw(lr, b1=b1, b2=b2, eps=eps, eps_root=eps_root, weight_decay=weight_decay)
+    return optax.adamw(make_schedule(lr), b1=b1, b2=b2, eps=eps, eps_root=eps_root, weight_decay=weight_decay)
 
 
 @register("optimizers", "rmsprop")
-def _rmsprop(lr: float, decay: float = 0.9, eps: float = 1e-8, momentum: float | None = None):
-    return optax.rmsprop(lr, decay=decay, eps=eps, momentum=momentum)
+def _rmsprop(lr: float | dict, decay: float = 0.9, eps: float = 1e-8, momentum: float | None = None):
+    return optax.rmsprop(make_schedule(lr), decay=decay, eps=eps, momentum=momentum)
 
 
 def make_optimizer(cfg: dict[str, Any]) -> optax.GradientTransformation:
@@ -87,8 +130,11 @@ def _fomaml(model: Model, loss: LossFn, *, inner_opt: dict, inner_steps: int = 1
 
 
 def _learned_lr(inner_opt: dict) -> InnerOptimizer:
-    if "lr" not in inner_opt:
-        raise ConfigError("metasgd: learner.inner_opt.lr (the initial per-parameter learning rate) is required.")
+    if not isinstance(inner_opt.get("lr"), (int, float)):
+        raise ConfigError(
+            "metasgd: learner.inner_opt.lr must be a number, the initial per-parameter learning rate "
+            f"(got {inner_opt.get('lr')!r}); schedules do not apply to learned rates."
+        )
     return learned_lr(make_optimizer({**inner_opt, "lr": 1.0}), inner_opt["lr"])
 
 

@@ -321,7 +321,7 @@ def validate(config: Config) -> Config:
     if config["eval"]["inner_steps"] is not None:
         _expect(config, "eval.inner_steps", int, lambda v: v >= 0, "eval.inner_steps must be an int >= 0 or null")
     for path, kind, cfg in _walk_components(config):
-        if kind == "optimizers" and "lr" in cfg:
+        if kind == "optimizers" and "lr" in cfg and not isinstance(cfg["lr"], dict):  # dicts: schedules, built later
             _expect(
                 config,
                 ".".join(path) + ".lr",

@@ -141,3 +141,34 @@ def test_corrupt_image_and_bad_csv(tmp_path):
     with pytest.raises(DataError) as error:
         mi.read_csv_split(tmp_path / "val.csv")
     one_line(error, "val.csv", "filename,label")
+
+
+# One per code path (inner loop, Reptile's meta-gradient, FCE); ProtoNets runs in tests/runner/test_report.py.
+TINY_LEARNERS = ("maml", "reptile", "matching")
+PROTOCOL_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matching", "r2d2")
+
+
+def test_registered_protocols_validate_and_cite():
+    from metajax.config import experiment_config
+    from metajax.runner.train import prepare_config
+
+    for learner in PROTOCOL_LEARNERS:
+        for shots in (1, 5):
+            config = prepare_config(experiment_config(f"{learner}-miniimagenet-5w{shots}s"))
+            assert config["data"] == {**config["data"], "name": "miniimagenet", "ways": 5, "shots": shots}
+            assert config["data"]["image_size"] == 84 and config["data"]["augment"] == "none"
+            ref = config["reference"]
+            assert ref["column"] == f"5-way {shots}-shot" and 30 < ref["value"] < 80 and ref["ci95"] > 0
+            assert ref["paper"] and ref["where"] and ref["protocol"] and "verified" in ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", TINY_LEARNERS)
+def test_tiny_protocol_runs_on_generated_files(learner, pickles, tmp_path):
+    from metajax.config import apply_overrides, experiment_config
+    from metajax.runner.train import run
+
+    config = apply_overrides(experiment_config(f"{learner}-miniimagenet-5w1s-tiny"), [f"data.root={pickles}"])
+    results = run(config, tmp_path / "run", progress=False)
+    assert results["step"] == config["steps"]
+    assert np.isfinite(results["post_adaptation"]["accuracy"]["mean"])

@@ -134,8 +134,9 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         reference = members[0]["config"].get("reference") or {}
         if isinstance(reference, dict) and reference.get("tiny"):
             flags.append(f"tiny variant: {reference['tiny']}")
+        keys = [d.split(" ")[0] for d in diffs]
         label = name + (
-            f" [{', '.join(d.split(' (registered')[0].replace(' ', '=', 1) for d in diffs)}]" if diffs else ""
+            f" [{', '.join(keys[:3])}{f' +{len(keys) - 3} more' if len(keys) > 3 else ''} differ]" if keys else ""
         )
         row = {
             "experiment": label,
@@ -230,7 +231,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel(rows[0]["metric"] or "score" if rows else "score")
     ax.legend(loc="best")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout() if max(len(n) for n in names) < 60 else fig.subplots_adjust(left=0.5)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -64,14 +64,18 @@ def time_jax(spec: W.Spec, strategy: str, reps: int) -> dict[str, Any]:
 
 
 def time_torch(spec: W.Spec, reps: int, device: str) -> dict[str, Any]:
-    """The PyTorch references of a workload; ``{style: seconds or error string}``."""
+    """The PyTorch references of a workload; ``{style: seconds or error string}``.
+
+    PyTorch runs eagerly (nothing to compile), so there is no warm-up call:
+    the time is the best of ``reps`` calls.
+    """
     from benchmarks import torch_ref
 
     out: dict[str, Any] = {}
     styles = ["loop"] if spec.learner == "supervised" else ["loop", "func"]
     for style in styles:
         try:
-            _, best = torch_ref.time_step(torch_ref.make_step(spec, style, device), reps, device)
+            best = torch_ref.time_step(torch_ref.make_step(spec, style, device), reps, device)
             out[style] = best
         except Exception as e:  # a reference that torch.func cannot express is reported, not fatal
             out[style] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
@@ -96,6 +100,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repetition (smoke run)")
     parser.add_argument("--reps", type=int, default=None, help="timed calls per workload (default 3, quick 1)")
+    parser.add_argument("--torch-reps", type=int, default=1, help="timed PyTorch calls per reference (default 1)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch references")
     parser.add_argument("--no-memory", action="store_true", help="skip the remat memory measurement")
     parser.add_argument(
@@ -113,6 +118,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         specs = [s for s in specs if any(s.name.startswith(w) for w in args.workloads)]
     torch_device = None
     if not args.no_torch:
+        # OpenMP threads that spin-wait lose badly on a shared, oversubscribed CPU;
+        # passive waiting is PyTorch's best setting there (must be set before import).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import torch
 
@@ -130,6 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "quick": args.quick,
         "reps": reps,
         "torch_device": torch_device,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "workloads": [],
     }
     header = (
@@ -151,7 +160,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             ours = {**modes[strategy], "modes": {m: r["seconds"] for m, r in modes.items()}}
         else:
             ours = time_jax(spec, strategy, reps)
-        theirs = time_torch(spec, reps, torch_device) if torch_device and not spec.name.endswith("*") else {}
+        theirs = time_torch(spec, args.torch_reps, torch_device) if torch_device and not spec.name.endswith("*") else {}
         row = {"name": spec.name, "strategy": strategy, "spec": spec._asdict(), **ours, "torch": theirs}
         row["ratio_loop"] = _ratio(ours["seconds"], theirs.get("loop"))
         row["ratio_func"] = _ratio(ours["seconds"], theirs.get("func"))

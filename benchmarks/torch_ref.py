@@ -166,21 +166,13 @@ def make_step(spec: Spec, style: str, device: str = "cpu") -> Callable[[], None]
     return func
 
 
-def time_step(step: Callable[[], None], reps: int, device: str = "cpu") -> tuple[float, float]:
-    """``(first call seconds, best of reps seconds)``."""
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    start = time.perf_counter()
-    step()
-    sync()
-    first = time.perf_counter() - start
+def time_step(step: Callable[[], None], reps: int, device: str = "cpu") -> float:
+    """Best of ``reps`` calls of ``step``, in seconds (no warm-up: PyTorch has nothing to compile)."""
     times = []
-    for _ in range(reps):
+    for _ in range(max(reps, 1)):
         start = time.perf_counter()
         step()
-        sync()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return first, float(np.min(times))
+    return float(np.min(times))

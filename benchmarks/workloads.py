@@ -131,10 +131,12 @@ def supervised_step(spec: Spec, mode: str, batch: Task):
     """A plain supervised Adam step of Conv4 on the same images as the meta-batch (support and query).
 
     ``mode``: ``"one-batch"`` (all ``tasks * (shots + queries) * ways`` images
-    in one forward/backward) or ``"chunks"`` (``lax.map`` over one chunk per
-    task, gradients averaged).
+    in one forward/backward, XLA convolutions) or ``"chunks"`` (``lax.map``
+    over one chunk per task, gradients averaged, patches convolutions).
     """
-    model = conv4(spec.ways, filters=spec.filters, conv_impl="xla")
+    # In a lax.map body XLA:CPU's weight-gradient convolution leaves its fast path
+    # (docs/performance.md), so the chunked form uses the patches convolution.
+    model = conv4(spec.ways, filters=spec.filters, conv_impl="xla" if mode == "one-batch" else "patches")
     x = jnp.concatenate([batch.support.x, batch.query.x], axis=1)
     y = jnp.concatenate([batch.support.y, batch.query.y], axis=1)
     params, mstate = model.init(jax.random.key(1), x[0])

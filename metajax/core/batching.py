@@ -115,7 +115,7 @@ def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[.
     Example::
 
       per_task = lambda task, key: learner.task_loss(meta, state, task, key)
-      losses, aux = batch_tasks(per_task, "chunked:4+patches")(task_batch, keys)
+      losses, aux = batch_tasks(per_task, "map+patches")(task_batch, keys)
     """
     parsed = parse(strategy)
 
@@ -133,13 +133,13 @@ def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[.
 # Default strategy per (backend, model family), from measurements in
 # benchmarks/ (see docs/performance.md). Chosen statically, never by timing at
 # run time, and the resolved value is recorded in config.json.
-# Conv4 second-order MAML, meta-batch 32: on 2 CPU cores chunked:4+patches
-# beat map (XLA conv) by >20x and vmap+patches by 2.6x (meta-batch 8); on an
-# H200 vmap+patches took 9.3 ms per step against 19.3 ms for vmap. TPU is
-# unmeasured: plain vmap.
+# Conv4 second-order MAML, meta-batch 32, one process: on 2 CPU cores
+# map+patches 3.27 s per step, chunked:4+patches 3.87 s, PyTorch loop 4.84 s
+# (map with XLA convs: ~19 s per step at meta-batch 8); on an H200
+# vmap+patches 9.3 ms against 19.3 ms for vmap. TPU is unmeasured: vmap.
 DEFAULT_STRATEGY: dict[tuple[str, str], str] = {
     ("cpu", "dense"): "vmap",
-    ("cpu", "conv"): "chunked:4+patches",
+    ("cpu", "conv"): "map+patches",
     ("gpu", "dense"): "vmap",
     ("gpu", "conv"): "vmap+patches",
     ("tpu", "dense"): "vmap",

@@ -76,17 +76,15 @@ SLOW = pytest.mark.slow
 @pytest.mark.parametrize(
     "strategy",
     [
-        "chunked:2+patches",  # the CPU default for convolutional models
-        "map",
+        "map+patches",  # the CPU default for convolutional models
+        "chunked:2+patches",
+        pytest.param("map", marks=SLOW),
         pytest.param("chunked:2", marks=SLOW),
         pytest.param("vmap+patches", marks=SLOW),
-        pytest.param("map+patches", marks=SLOW),
     ],
 )
 def test_strategies_agree_with_vmap(reference, strategy):
     kind, learner, tasks, meta, state, keys, expected = reference
-    if kind == "mlp" and strategy.endswith("+patches"):
-        pytest.skip("+patches only changes convolutions; the MLP has none")
     _close(_batched(learner, strategy)(meta, state, tasks, keys), expected)
 
 

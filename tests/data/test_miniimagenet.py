@@ -143,8 +143,8 @@ def test_corrupt_image_and_bad_csv(tmp_path):
     one_line(error, "val.csv", "filename,label")
 
 
-# One per code path (inner loop, Reptile's meta-gradient, FCE); ProtoNets runs in tests/runner/test_report.py.
-TINY_LEARNERS = ("maml", "reptile", "matching")
+# ProtoNets' tiny protocol runs in tests/runner/test_report.py.
+TINY_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "matching", "r2d2")
 PROTOCOL_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matching", "r2d2")
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+from jax.extend import core as jex_core
 
 from metajax.typing import Metrics, PRNGKey, PyTree
 
@@ -52,4 +53,63 @@ def compile_timed(jitted: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return compiled, time.perf_counter() - start
 
 
-__all__ = ["compile_timed", "jit_step", "multi_step"]
+class HoistedJit:
+    """``jax.jit`` of ``fn`` that passes the arrays ``fn`` closes over as arguments.
+
+    Task sources close over their data (a class-indexed image array). Plain
+    ``jax.jit`` compiles closed-over arrays into the program as literals:
+    measured here, a 1.3 GB miniImageNet-sized array took 60 s to compile
+    (with or without ``jax_use_simplified_jaxpr_constants``) against 0.2 s
+    when passed as an argument. This traces ``fn`` once per input signature
+    with ``jax.make_jaxpr``, then jits the jaxpr with its constants as
+    leading arguments; values are computed by the same primitives.
+
+    Example::
+
+      step = HoistedJit(train_step, donate_argnums=(0,))
+      compiled = step.compile(state, key)     # or step(state, key)
+      state, metrics = compiled(state, key)
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, donate_argnums: tuple[int, ...] = ()):
+        self.fn = fn
+        self.donate_argnums = tuple(donate_argnums)
+        self._cache: dict[Any, tuple[Any, list[Any]]] = {}
+
+    def _prepared(self, args: tuple[Any, ...]):
+        signature = (
+            jax.tree_util.tree_structure(args),
+            tuple(
+                (getattr(x, "shape", ()), str(getattr(x, "dtype", type(x)))) for x in jax.tree_util.tree_leaves(args)
+            ),
+        )
+        if signature not in self._cache:
+            closed, out_shape = jax.make_jaxpr(self.fn, return_shape=True)(*args)
+            out_tree = jax.tree_util.tree_structure(out_shape)
+
+            def lifted(consts, *args):
+                # The constants arrive as traced arguments, so nothing large is baked in.
+                fn = jex_core.jaxpr_as_fun(jex_core.ClosedJaxpr(closed.jaxpr, consts))
+                return jax.tree_util.tree_unflatten(out_tree, fn(*jax.tree_util.tree_leaves(args)))
+
+            jitted = jax.jit(lifted, donate_argnums=tuple(i + 1 for i in self.donate_argnums))
+            self._cache[signature] = (jitted, list(closed.consts))
+        return self._cache[signature]
+
+    def trace(self, *args: Any) -> None:
+        """Traces ``fn`` for ``args`` without compiling (shape errors surface here)."""
+        jitted, consts = self._prepared(args)
+        jitted.trace(consts, *args)
+
+    def compile(self, *args: Any) -> Callable[..., Any]:
+        """Compiles for ``args``' shapes; returns ``compiled(*args)``."""
+        jitted, consts = self._prepared(args)
+        compiled = jitted.lower(consts, *args).compile()
+        return lambda *a: compiled(consts, *a)
+
+    def __call__(self, *args: Any) -> Any:
+        jitted, consts = self._prepared(args)
+        return jitted(consts, *args)
+
+
+__all__ = ["HoistedJit", "compile_timed", "jit_step", "multi_step"]

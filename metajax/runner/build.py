@@ -46,16 +46,6 @@ def resolve_task_batching(config: Config) -> Config:
     return config
 
 
-def _configure_jax() -> None:
-    # Task sources close over their data (e.g. the whole Omniglot image array).
-    # Without this flag jit inlines such arrays into the compiled program as
-    # literals: 200 MB of HLO and seconds of compile time for full Omniglot.
-    try:
-        jax.config.update("jax_use_simplified_jaxpr_constants", True)
-    except (AttributeError, KeyError):  # a JAX without the flag
-        pass
-
-
 def build(config: Config) -> Components:
     """Builds task source, model, learner, outer optimizer and the fused train step.
 
@@ -63,7 +53,6 @@ def build(config: Config) -> Components:
       ConfigError: a component rejects its config (one line, before compilation).
       DataError: the data is missing, corrupt or cannot satisfy the request.
     """
-    _configure_jax()
     try:
         source = get("datasets", config["data"]["name"])(**_kwargs(config["data"]))
         model_kwargs = {"out_features": source.output_dim, **_kwargs(config["model"])}

@@ -23,6 +23,7 @@ from PIL import Image
 
 from metajax.config import apply_overrides, experiment_config
 from metajax.core.batching import batch_tasks
+from metajax.core.steps import HoistedJit
 from metajax.core.tasks import Split, Task
 from metajax.data import images as image_lib
 from metajax.errors import ConfigError, DataError
@@ -131,7 +132,7 @@ def export_episodes(
     data_cfg = config["data"]
     codec = codec_for(data_cfg)
     source = get("datasets", data_cfg["name"])(**{k: v for k, v in data_cfg.items() if k != "name"})
-    sample = jax.jit(jax.vmap(lambda k: source.sample(jax.random.split(k)[0], split)))
+    sample = HoistedJit(jax.vmap(lambda k: source.sample(jax.random.split(k)[0], split)))
     keys = (
         test_episode_keys(config["seed"], episodes)
         if split == "test"

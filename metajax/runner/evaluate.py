@@ -11,6 +11,7 @@ import numpy as np
 
 from metajax.core.batching import batch_tasks
 from metajax.core.meta import MetaState
+from metajax.core.steps import HoistedJit
 from metajax.data.source import TaskSource
 from metajax.learners.base import Learner
 from metajax.typing import PRNGKey
@@ -35,18 +36,17 @@ def summarize(per_task: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
 def make_evaluator(
     learner: Learner, source: TaskSource, *, split: str, steps: int, task_batching: str
 ) -> Callable[[MetaState, PRNGKey], dict[str, jax.Array]]:
-    """A jitted ``(state, keys (batch_size,)) -> {metric: (batch_size, steps + 1)}``; samples on device."""
+    """A compiled ``(state, keys (batch_size,)) -> {metric: (batch_size, steps + 1)}``; samples on device."""
 
     def one(meta_params, model_state, key):
         k_task, k_eval = jax.random.split(key)
         task = source.sample(k_task, split)
         return learner.evaluate(meta_params, model_state, task, k_eval, steps)
 
-    @jax.jit
     def run(state: MetaState, keys: jax.Array):
         return batch_tasks(lambda k: one(state.meta_params, state.model_state, k), task_batching)(keys)
 
-    return run
+    return HoistedJit(run)  # the source's data are arguments, not compiled-in constants
 
 
 def evaluate(

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from metajax.config import DEFAULTS, _merge, validate
 from metajax.core.meta import MetaState
+from metajax.core.steps import HoistedJit
 from metajax.errors import ConfigError, MetajaxError, NumericalError
 from metajax.runner import metrics as metrics_file
 from metajax.runner.build import Components, build, initial_state, resolve_task_batching
@@ -148,7 +149,7 @@ def check_source(source, name: str, key: PRNGKey) -> None:
 def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
     """Initialises the meta-state and traces the train step and evaluators (no compilation).
 
-    Returns the initial state and the traced train step. A model that does
+    Returns the initial state and the train step (jitted, not yet compiled). A model that does
     not fit the data, or a data request the source cannot satisfy, becomes
     one :class:`ConfigError` line here instead of a trace from inside XLA.
     """
@@ -157,14 +158,14 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
     check_source(c.source, config["data"]["name"], key)
     try:
         state = initial_state(c, key)
-        step = jax.jit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=0)
-        traced = step.trace(state, key)
+        step = HoistedJit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=(0,))
+        step.trace(state, key)
         keys = jax.random.split(key, min(config["eval"]["batch_size"], max(config["eval"]["tasks"], 1)))
         for split, steps in (("val", c.learner.inner_steps), ("test", test_steps(config, c.learner))):
             evaluator = make_evaluator(
                 c.learner, c.source, split=split, steps=steps, task_batching=config["task_batching"]
             )
-            jax.eval_shape(evaluator, state, keys)
+            evaluator.trace(state, keys)
     except MetajaxError:
         raise
     except Exception as e:  # any shape/dtype error while tracing: model and data disagree
@@ -178,7 +179,7 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
             f"{c.source.loss}, output_dim {c.source.output_dim}): {type(e).__name__}: {_first_line(e)}; "
             "change model or data in the config."
         ) from None
-    return state, traced
+    return state, step
 
 
 def _score(summary: dict[str, Any], index: int) -> float:
@@ -235,7 +236,7 @@ def run(
     _check_workdir(workdir, config)
     components = build(config)
     k_init, k_train, k_eval = run_keys(config["seed"])
-    state, traced = check_shapes(components, k_init)  # every input error is raised before this line compiles
+    state, train_step = check_shapes(components, k_init)  # every input error is raised before this line compiles
 
     workdir.mkdir(parents=True, exist_ok=True)
     metrics_file.write_json(workdir / CONFIG_FILE, config)
@@ -245,7 +246,7 @@ def run(
     checkpoints = Checkpoints(workdir / "checkpoints", config["checkpoint"]["keep"], config=config)
     best = Checkpoints(workdir / "best", 1, config=config)
     try:
-        return _train(components, state, traced, workdir, checkpoints, best, k_train, k_eval, progress)
+        return _train(components, state, train_step, workdir, checkpoints, best, k_train, k_eval, progress)
     finally:
         checkpoints.close()
         best.close()
@@ -254,7 +255,7 @@ def run(
 def _train(
     c: Components,
     state: MetaState,
-    traced,
+    train_step: HoistedJit,
     workdir: Path,
     checkpoints: Checkpoints,
     best: Checkpoints,
@@ -279,7 +280,7 @@ def _train(
     )
     t0 = time.perf_counter()
     state = jax.block_until_ready(jax.device_put(state))
-    compiled = traced.lower().compile()
+    compiled = train_step.compile(state, k_train)
     compile_s = time.perf_counter() - t0
 
     pending: list[dict[str, Any]] = []

@@ -52,3 +52,24 @@ def test_bfloat16_compute_is_finite_with_float32_params():
         assert leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf)))
     assert bool(jnp.isfinite(metrics["loss"])) and bool(jnp.isfinite(metrics["grad_norm"]))
     assert float(metrics["grad_norm"]) > 0
+
+
+def test_hoisted_jit_matches_jit_and_keeps_closed_over_data_out_of_the_program():
+    import numpy as np
+
+    from metajax.core.steps import HoistedJit
+
+    data = jnp.asarray(np.arange(64 * 1024, dtype=np.float32).reshape(64, 1024))  # 256 KB closed over
+
+    def f(state, key):
+        row = data[jax.random.randint(key, (), 0, 64)]
+        return state + row.sum(), {"first": row[0]}
+
+    hoisted = HoistedJit(f, donate_argnums=(0,))
+    key = jax.random.key(3)
+    expected = jax.jit(f)(jnp.ones(()), key)
+    assert hoisted(jnp.ones(()), key) == expected
+    assert hoisted.compile(jnp.ones(()), key)(jnp.ones(()), key) == expected
+    jitted, consts = hoisted._prepared((jnp.ones(()), key))
+    assert any(getattr(c, "shape", None) == (64, 1024) for c in consts)
+    assert len(jitted.lower(consts, jnp.ones(()), key).as_text()) < 50_000  # plain jit inlines the 256 KB

@@ -28,13 +28,9 @@ a 2-core CPU::
 from __future__ import annotations
 
 import copy
-import inspect
 
 import metajax.data.omniglot  # noqa: F401  (registers the "omniglot" dataset)
 from metajax import register_experiment
-from metajax.core.model import Model
-from metajax.models.conv4 import conv4
-from metajax.registry import register
 
 FINN = "Finn, Abbeel, Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017"
 NICHOL = "Nichol, Achiam, Schulman. On First-Order Meta-Learning Algorithms. arXiv:1803.02999, 2018"
@@ -45,23 +41,6 @@ RAGHU = (
 )
 SNELL = "Snell, Swersky, Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017"
 
-
-@register("models", "conv4-embedding")
-def conv4_embedding(out_features=None, **conv4_config) -> Model:
-    """Conv4 without its head, for metric learners (ProtoNets): returns the flattened features.
-
-    ``out_features`` (injected from the data's N) is ignored; every other
-    config key is :func:`metajax.models.conv4.conv4`'s.
-
-    Example::
-
-      embed = conv4_embedding(filters=64, batch_norm="standard")  # (n, 28, 28, 1) -> (n, 64)
-    """
-    del out_features
-    return conv4(None, **conv4_config)
-
-
-conv4_embedding.__signature__ = inspect.signature(conv4)  # config keys are conv4's
 
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 COLUMN = {(5, 1): "5-way 1-shot", (5, 5): "5-way 5-shot", (20, 1): "20-way 1-shot", (20, 5): "20-way 5-shot"}

@@ -23,7 +23,7 @@ from metajax.learners import matching as _matching  # noqa: F401  (registers "ma
 from metajax.learners import r2d2 as _r2d2  # noqa: F401  (registers "r2d2")
 from metajax.learners.protonet import protonet
 from metajax.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12", "resnet12-embedding")
-from metajax.models.conv4 import conv4
+from metajax.models.conv4 import conv4, conv4_embedding
 from metajax.models.mlp import mlp
 from metajax.registry import get, register
 
@@ -173,6 +173,7 @@ register("learners", "protonet")(protonet)
 
 register("models", "mlp")(mlp)
 register("models", "conv4")(conv4)
+register("models", "conv4-embedding")(conv4_embedding)
 
 # ---- datasets: (**config) -> TaskSource
 

@@ -61,7 +61,7 @@ def test_missing_user_module_is_a_clear_error():
 
 def test_register_experiment_is_register_for_experiments():
     @register_experiment("test-reg-exp")
-    def fn():
-        return {}
+    def fn():  # a valid config: other tests validate every registered experiment
+        return get("experiments", "maml-sinusoid-tiny")()
 
     assert get("experiments", "test-reg-exp") is fn

@@ -109,3 +109,25 @@ def conv4(
         raise ValueError(f"conv4: conv_impl={conv_impl!r}; use one of {IMPLS} (model.conv_impl).")
     compute_dtype(dtype, where="conv4 (model.dtype)")
     return from_flax(Conv4(out_features, filters, strided, batch_norm, momentum, conv_impl, dtype))
+
+
+def conv4_embedding(
+    out_features: Optional[int] = None,
+    filters: int = 64,
+    strided: bool = False,
+    batch_norm: str = "standard",
+    momentum: float = 0.9,
+    conv_impl: str = "auto",
+    dtype: str = "float32",
+) -> Model:
+    """Conv4 without its head, for metric learners (ProtoNets, Matching Nets, R2-D2).
+
+    ``out_features`` (injected from the data's N) is ignored: the output is
+    the flattened features, e.g. ``(n, 28, 28, 1) -> (n, 64)``.
+
+    Example::
+
+      embed = conv4_embedding(filters=64)
+    """
+    del out_features
+    return conv4(None, filters, strided, batch_norm, momentum, conv_impl, dtype)

@@ -6,7 +6,7 @@ with ``metajax run NAME --module path/to/your_module.py``.
 """
 
 from . import (
+    miniimagenet,  # noqa: F401
     omniglot,  # noqa: F401
     sinusoid,  # noqa: F401
 )
-from . import miniimagenet  # noqa: F401

@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
     ev.add_argument("--episodes", metavar="MANIFEST", help="evaluate on a fixed episode manifest (docs/episodes.md)")
 
-    episodes = sub.add_parser("episodes", help="fixed episode sets").add_subparsers(dest="episodes_command", required=True)
+    episodes = sub.add_parser("episodes", help="fixed episode sets").add_subparsers(
+        dest="episodes_command", required=True
+    )
     export = episodes.add_parser("export", help="write a protocol's sampled episodes as a manifest of PNGs")
     export.add_argument("name", help="experiment name (see `metajax list`)")
     export.add_argument("--out", required=True, help="folder for manifest.json and the images")

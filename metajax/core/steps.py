@@ -7,7 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-from jax.extend import core as jex_core
+
+try:  # public since JAX 0.4.3x; without it HoistedJit falls back to plain jax.jit
+    from jax.extend import core as jex_core
+except ImportError:  # pragma: no cover
+    jex_core = None
 
 from metajax.typing import Metrics, PRNGKey, PyTree
 
@@ -83,6 +87,11 @@ class HoistedJit:
                 (getattr(x, "shape", ()), str(getattr(x, "dtype", type(x)))) for x in jax.tree_util.tree_leaves(args)
             ),
         )
+        if signature not in self._cache and jex_core is None:  # pragma: no cover
+            self._cache[signature] = (
+                jax.jit(lambda consts, *a: self.fn(*a), donate_argnums=tuple(i + 1 for i in self.donate_argnums)),
+                [],
+            )
         if signature not in self._cache:
             closed, out_shape = jax.make_jaxpr(self.fn, return_shape=True)(*args)
             out_tree = jax.tree_util.tree_structure(out_shape)

@@ -147,13 +147,13 @@ def test_fuzz_shape_keys_trace_or_fail_cleanly_before_compiling(values):
     config.update(meta_batch_size=values["meta_batch_size"], task_batching=values["task_batching"])
     try:
         components = build(prepare_config(config))
-        state, traced = check_shapes(components, jax.random.key(0))
+        state, step = check_shapes(components, jax.random.key(0))
     except MetajaxError as e:
         assert "\n" not in str(e), repr(e)
         _outcome("shapes", f"clean {type(e).__name__}")
         return
     assert values["shots"] >= 1 and values["queries"] >= 1 and values["inner_steps"] >= 1
-    out_state, metrics = traced.out_info
+    out_state, metrics = step.trace(state, jax.random.key(0))
     assert metrics["loss"].shape == () and out_state.step.shape == ()
     _outcome("shapes", "accepted")
 

@@ -105,10 +105,10 @@ class HoistedJit:
             self._cache[signature] = (jitted, list(closed.consts))
         return self._cache[signature]
 
-    def trace(self, *args: Any) -> None:
-        """Traces ``fn`` for ``args`` without compiling (shape errors surface here)."""
+    def trace(self, *args: Any) -> Any:
+        """Traces ``fn`` for ``args`` without compiling (shape errors surface here); returns the output shapes."""
         jitted, consts = self._prepared(args)
-        jitted.trace(consts, *args)
+        return jitted.trace(consts, *args).out_info
 
     def compile(self, *args: Any) -> Callable[..., Any]:
         """Compiles for ``args``' shapes; returns ``compiled(*args)``."""

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
-from metajax.core.tasks import Split, Task
+from metajax.core.tasks import Task
 from metajax.learners.base import Learner
+from metajax.learners.embedding import embedding_learner
 from metajax.learners.protonet import cosine_similarity
 from metajax.registry import register
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
@@ -121,15 +122,6 @@ def matching(
     def context(n_support: int) -> FullContextEmbedding:
         return FullContextEmbedding(fce_steps or n_support)
 
-    def embed(params, state: ModelState, x: Array, *, train: bool) -> tuple[Array, ModelState]:
-        z, state = model.apply(params, state, x, train=train)
-        if z.ndim != 2:
-            raise ValueError(
-                f"matching: the model must return embeddings (n, features), got shape {z.shape}; "
-                "build it without a head (an '-embedding' model, or model.out_features: null)."
-            )
-        return z, state
-
     def scores(adapted: dict, z_query: Array) -> Array:
         g = adapted["support"]
         if fce:
@@ -156,29 +148,4 @@ def matching(
             "labels": labels,
         }
 
-    def query_logits(meta_params, state, task: Task, *, train: bool):
-        z_support, state = embed(meta_params["params"], state, task.support.x, train=train)
-        z_query, state = embed(meta_params["params"], state, task.query.x, train=train)
-        return scores(adapted_of(meta_params, z_support, task.support.y), z_query), state
-
-    def task_loss(meta_params, state, task: Task, key: PRNGKey):
-        del key
-        logits, state = query_logits(meta_params, state, task, train=True)
-        value, metrics = loss(logits, task.query.y)
-        return value, (state, metrics)
-
-    def evaluate(meta_params, state, task: Task, key: PRNGKey, steps: int):
-        del key, steps  # no inner loop: every metric has shape (1,)
-        logits, _ = query_logits(meta_params, state, task, train=False)
-        return jax.tree_util.tree_map(lambda m: m[None], loss(logits, task.query.y)[1])
-
-    def adapt(meta_params, state, support: Split, key: PRNGKey, steps: int) -> dict:
-        del key, steps
-        z, _ = embed(meta_params["params"], state, support.x, train=False)
-        return adapted_of(meta_params, z, support.y)
-
-    def predict(adapted: dict, state: ModelState, x: Array) -> Array:
-        z, _ = embed(adapted["params"], state, x, train=False)
-        return scores(adapted, z)
-
-    return Learner(init, task_loss, evaluate, adapt, predict, None, 0)
+    return embedding_learner("matching", model, loss, init=init, fit=adapted_of, score=scores)

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
-from metajax.core.tasks import Split, Task
+from metajax.core.tasks import Task
 from metajax.learners.base import Learner
+from metajax.learners.embedding import embedding_learner
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
 
 DISTANCES = ("euclidean", "cosine")
@@ -87,15 +88,6 @@ def protonet(model: Model, loss: LossFn, *, distance: str = "euclidean", ways: O
         raise ValueError(f"protonet: ways must be a positive int or null, got {ways!r} (learner.ways).")
     similarity = (lambda q, p: -squared_euclidean(q, p)) if distance == "euclidean" else cosine_similarity
 
-    def embed(params, state: ModelState, x: Array, *, train: bool) -> tuple[Array, ModelState]:
-        z, state = model.apply(params, state, x, train=train)
-        if z.ndim != 2:
-            raise ValueError(
-                f"protonet: the model must return embeddings (n, features), got shape {z.shape}; "
-                "build it without a head (model.out_features: null)."
-            )
-        return z, state
-
     def prototypes(params, z_support: Array, labels: Array) -> dict:
         protos, present = class_prototypes(z_support, labels, ways or labels.shape[0])
         return {"params": params, "prototypes": protos, "present": present}
@@ -107,29 +99,6 @@ def protonet(model: Model, loss: LossFn, *, distance: str = "euclidean", ways: O
         params, state = model.init(key, task.support.x)
         return {"params": params}, state
 
-    def query_logits(meta_params, state, task: Task, *, train: bool):
-        z_support, state = embed(meta_params["params"], state, task.support.x, train=train)
-        z_query, state = embed(meta_params["params"], state, task.query.x, train=train)
-        return logits_of(prototypes(meta_params["params"], z_support, task.support.y), z_query), state
-
-    def task_loss(meta_params, state, task: Task, key: PRNGKey):
-        del key
-        logits, state = query_logits(meta_params, state, task, train=True)
-        value, metrics = loss(logits, task.query.y)
-        return value, (state, metrics)
-
-    def evaluate(meta_params, state, task: Task, key: PRNGKey, steps: int):
-        del key, steps  # no inner loop: every metric has shape (1,)
-        logits, _ = query_logits(meta_params, state, task, train=False)
-        return jax.tree_util.tree_map(lambda m: m[None], loss(logits, task.query.y)[1])
-
-    def adapt(meta_params, state, support: Split, key: PRNGKey, steps: int) -> dict:
-        del key, steps
-        z, _ = embed(meta_params["params"], state, support.x, train=False)
-        return prototypes(meta_params["params"], z, support.y)
-
-    def predict(adapted: dict, state: ModelState, x: Array) -> Array:
-        z, _ = embed(adapted["params"], state, x, train=False)
-        return logits_of(adapted, z)
-
-    return Learner(init, task_loss, evaluate, adapt, predict, None, 0)
+    return embedding_learner(
+        "protonet", model, loss, init=init, fit=lambda meta, z, y: prototypes(meta["params"], z, y), score=logits_of
+    )

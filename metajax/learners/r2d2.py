@@ -20,8 +20,9 @@ import jax.numpy as jnp
 
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
-from metajax.core.tasks import Split, Task
+from metajax.core.tasks import Task
 from metajax.learners.base import Learner
+from metajax.learners.embedding import embedding_learner
 from metajax.registry import register
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
 
@@ -89,15 +90,6 @@ def r2d2(
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"r2d2: {key} must be a number > 0, got {value!r} (learner.{key}).")
 
-    def embed(params, state: ModelState, x: Array, *, train: bool) -> tuple[Array, ModelState]:
-        z, state = model.apply(params, state, x, train=train)
-        if z.ndim != 2:
-            raise ValueError(
-                f"r2d2: the model must return embeddings (n, features), got shape {z.shape}; "
-                "build it without a head (an '-embedding' model, or model.out_features: null)."
-            )
-        return z, state
-
     def solve(meta_params: MetaParams, z_support: Array, labels: Array) -> dict:
         classes = ways or labels.shape[0]
         targets = jax.nn.one_hot(labels, classes, dtype=z_support.dtype)
@@ -124,29 +116,4 @@ def r2d2(
         }
         return meta, state
 
-    def query_logits(meta_params, state, task: Task, *, train: bool):
-        z_support, state = embed(meta_params["params"], state, task.support.x, train=train)
-        z_query, state = embed(meta_params["params"], state, task.query.x, train=train)
-        return logits_of(solve(meta_params, z_support, task.support.y), z_query), state
-
-    def task_loss(meta_params, state, task: Task, key: PRNGKey):
-        del key
-        logits, state = query_logits(meta_params, state, task, train=True)
-        value, metrics = loss(logits, task.query.y)
-        return value, (state, metrics)
-
-    def evaluate(meta_params, state, task: Task, key: PRNGKey, steps: int):
-        del key, steps  # no inner loop: every metric has shape (1,)
-        logits, _ = query_logits(meta_params, state, task, train=False)
-        return jax.tree_util.tree_map(lambda m: m[None], loss(logits, task.query.y)[1])
-
-    def adapt(meta_params, state, support: Split, key: PRNGKey, steps: int) -> dict:
-        del key, steps
-        z, _ = embed(meta_params["params"], state, support.x, train=False)
-        return solve(meta_params, z, support.y)
-
-    def predict(adapted: dict, state: ModelState, x: Array) -> Array:
-        z, _ = embed(adapted["params"], state, x, train=False)
-        return logits_of(adapted, z)
-
-    return Learner(init, task_loss, evaluate, adapt, predict, None, 0)
+    return embedding_learner("r2d2", model, loss, init=init, fit=solve, score=logits_of)

@@ -147,7 +147,7 @@ def test_fuzz_shape_keys_trace_or_fail_cleanly_before_compiling(values):
     config.update(meta_batch_size=values["meta_batch_size"], task_batching=values["task_batching"])
     try:
         components = build(prepare_config(config))
-        state, step = check_shapes(components, jax.random.key(0))
+        state, step, _ = check_shapes(components, jax.random.key(0))
     except MetajaxError as e:
         assert "\n" not in str(e), repr(e)
         _outcome("shapes", f"clean {type(e).__name__}")

@@ -78,10 +78,22 @@ def test_steps(config: dict, learner: Learner) -> int:
 
 
 def test_results(
-    learner: Learner, source: TaskSource, state: MetaState, config: dict, *, steps: int, tasks: int
+    learner: Learner,
+    source: TaskSource,
+    state: MetaState,
+    config: dict,
+    *,
+    steps: int,
+    tasks: int,
+    evaluator: Callable | None = None,
 ) -> dict[str, Any]:
-    """Evaluates ``state`` on the run's test tasks; pre- and post-adaptation figures named as such."""
-    tester = make_evaluator(learner, source, split="test", steps=steps, task_batching=config["task_batching"])
+    """Evaluates ``state`` on the run's test tasks; pre- and post-adaptation figures named as such.
+
+    ``evaluator`` is a test-split :func:`make_evaluator` for ``steps`` to reuse; one is made if absent.
+    """
+    tester = evaluator or make_evaluator(
+        learner, source, split="test", steps=steps, task_batching=config["task_batching"]
+    )
     key = jax.random.fold_in(run_keys(config["seed"])[2], 1)
     test = summarize(evaluate(tester, state, key, tasks, config["eval"]["batch_size"]))
     post = min(learner.inner_steps, steps)

@@ -146,10 +146,12 @@ def check_source(source, name: str, key: PRNGKey) -> None:
             )
 
 
-def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
+def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, HoistedJit, dict[str, HoistedJit]]:
     """Initialises the meta-state and traces the train step and evaluators (no compilation).
 
-    Returns the initial state and the train step (jitted, not yet compiled). A model that does
+    Returns the initial state, the train step and the ``{"val", "test"}``
+    evaluators (jitted and traced, not yet compiled; the runner reuses them, so
+    nothing is traced twice). A model that does
     not fit the data, or a data request the source cannot satisfy, becomes
     one :class:`ConfigError` line here instead of a trace from inside XLA.
     """
@@ -161,11 +163,12 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
         step = HoistedJit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=(0,))
         step.trace(state, key)
         keys = jax.random.split(key, min(config["eval"]["batch_size"], max(config["eval"]["tasks"], 1)))
+        evaluators = {}
         for split, steps in (("val", c.learner.inner_steps), ("test", test_steps(config, c.learner))):
-            evaluator = make_evaluator(
+            evaluators[split] = make_evaluator(
                 c.learner, c.source, split=split, steps=steps, task_batching=config["task_batching"]
             )
-            evaluator.trace(state, keys)
+            evaluators[split].trace(state, keys)
     except MetajaxError:
         raise
     except Exception as e:  # any shape/dtype error while tracing: model and data disagree
@@ -179,7 +182,7 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, Any]:
             f"{c.source.loss}, output_dim {c.source.output_dim}): {type(e).__name__}: {_first_line(e)}; "
             "change model or data in the config."
         ) from None
-    return state, step
+    return state, step, evaluators
 
 
 def _score(summary: dict[str, Any], index: int) -> float:
@@ -236,7 +239,9 @@ def run(
     _check_workdir(workdir, config)
     components = build(config)
     k_init, k_train, k_eval = run_keys(config["seed"])
-    state, train_step = check_shapes(components, k_init)  # every input error is raised before this line compiles
+    state, train_step, evaluators = check_shapes(
+        components, k_init
+    )  # every input error is raised before this line compiles
 
     workdir.mkdir(parents=True, exist_ok=True)
     metrics_file.write_json(workdir / CONFIG_FILE, config)
@@ -246,7 +251,7 @@ def run(
     checkpoints = Checkpoints(workdir / "checkpoints", config["checkpoint"]["keep"], config=config)
     best = Checkpoints(workdir / "best", 1, config=config)
     try:
-        return _train(components, state, train_step, workdir, checkpoints, best, k_train, k_eval, progress)
+        return _train(components, state, train_step, evaluators, workdir, checkpoints, best, k_train, k_eval, progress)
     finally:
         checkpoints.close()
         best.close()
@@ -256,6 +261,7 @@ def _train(
     c: Components,
     state: MetaState,
     train_step: HoistedJit,
+    evaluators: dict[str, HoistedJit],
     workdir: Path,
     checkpoints: Checkpoints,
     best: Checkpoints,
@@ -266,7 +272,6 @@ def _train(
     config = c.config
     steps, log_every = config["steps"], config["log_every"]
     ev = config["eval"]
-    train_inner = c.learner.inner_steps
 
     start, best_score, skipped, last_saved = 0, None, 0, None
     restored = checkpoints.restore_latest(state)
@@ -275,9 +280,7 @@ def _train(
         best_score, skipped, last_saved = meta.get("best_score"), meta.get("skipped_steps", 0), start
     metrics_file.truncate_after(workdir / METRICS_FILE, start)
 
-    validator = make_evaluator(
-        c.learner, c.source, split="val", steps=train_inner, task_batching=config["task_batching"]
-    )
+    validator = evaluators["val"]
     t0 = time.perf_counter()
     state = jax.block_until_ready(jax.device_put(state))
     compiled = train_step.compile(state, k_train)
@@ -361,7 +364,13 @@ def _train(
     check(steps)
 
     results = test_results(
-        c.learner, c.source, state, config, steps=test_steps(config, c.learner), tasks=ev["test_tasks"]
+        c.learner,
+        c.source,
+        state,
+        config,
+        steps=test_steps(config, c.learner),
+        tasks=ev["test_tasks"],
+        evaluator=evaluators["test"],
     )
     results.update(best_val_score=best_score, compile_seconds=compile_s, skipped_steps=skipped)
     metrics_file.write_json(workdir / RESULTS_FILE, results)

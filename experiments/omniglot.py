@@ -42,6 +42,25 @@ RAGHU = (
 SNELL = "Snell, Swersky, Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017"
 
 
+# MAML's Omniglot setup, shared by the MAML family and Reptile: strided Conv4-64
+# with transductive batch norm, 28x28, MAML's character split, a random
+# multiple-of-90 rotation per class within a task.
+MAML_MODEL = {"name": "conv4", "filters": 64, "strided": True, "batch_norm": "transductive"}
+
+
+def maml_data(ways: int, shots: int) -> dict:
+    """The data config of MAML's Omniglot protocol (K query images per class, as the reference code)."""
+    return {
+        "name": "omniglot",
+        "ways": ways,
+        "shots": shots,
+        "queries": shots,
+        "split": "maml",
+        "augment": "rotate_tasks",
+        "image_size": 28,
+    }
+
+
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 COLUMN = {(5, 1): "5-way 1-shot", (5, 5): "5-way 5-shot", (20, 1): "20-way 1-shot", (20, 5): "20-way 5-shot"}
 
@@ -115,16 +134,8 @@ def maml_family(learner: str, ways: int, shots: int) -> dict:
         "steps": 60_000,
         "meta_batch_size": 32 if five else 16,
         "outer_opt": {"name": "adam", "lr": 1e-3},
-        "data": {
-            "name": "omniglot",
-            "ways": ways,
-            "shots": shots,
-            "queries": shots,
-            "split": "maml",
-            "augment": "rotate_tasks",
-            "image_size": 28,
-        },
-        "model": {"name": "conv4", "filters": 64, "strided": True, "batch_norm": "transductive"},
+        "data": maml_data(ways, shots),
+        "model": dict(MAML_MODEL),
         "learner": learner_cfg,
         "eval": {"every": 1000, "tasks": 100, "test_tasks": 600, "inner_steps": 3 if five else 5, "batch_size": 100},
         "checkpoint": {"every": 1000, "keep": 3},
@@ -160,16 +171,8 @@ def reptile_config(ways: int, shots: int) -> dict:
             "name": "sgd",
             "lr": {"schedule": "linear", "init_value": 1.0, "end_value": 0.0, "transition_steps": steps},
         },
-        "data": {
-            "name": "omniglot",
-            "ways": ways,
-            "shots": shots,
-            "queries": shots,
-            "split": "maml",
-            "augment": "rotate_tasks",
-            "image_size": 28,
-        },
-        "model": {"name": "conv4", "filters": 64, "strided": True, "batch_norm": "transductive"},
+        "data": maml_data(ways, shots),
+        "model": dict(MAML_MODEL),
         "learner": {
             "name": "reptile",
             "inner_steps": inner_steps,

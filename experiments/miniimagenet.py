@@ -54,7 +54,7 @@ VALUES = {
     "metasgd": (
         {1: (50.47, 1.87), 5: (64.03, 0.94)},
         LI,
-        "MiniImagenet 5-way results table (number unverified), row 'Meta-SGD'",
+        "MiniImagenet 5-way results table (number checked; hyperparameters unverified), row 'Meta-SGD'",
         True,
     ),
     "anil": (

@@ -30,6 +30,7 @@ import numpy as np
 from metajax.data import images as image_lib
 from metajax.data.episodes import episode_source
 from metajax.data.source import SPLITS, TaskSource
+from metajax.data.streamed import check_placement, host_episode_source
 from metajax.errors import DataError
 from metajax.registry import register
 
@@ -238,8 +239,9 @@ def miniimagenet(
     resample: str = "bilinear",
     cache_dir: str | None = None,
     check_counts: bool = True,
+    placement: str = "device",
 ) -> TaskSource:
-    """N-way K-shot miniImageNet episodes (Ravi & Larochelle split), sampled on device.
+    """N-way K-shot miniImageNet episodes (Ravi & Larochelle split), sampled on device or on the host.
 
     Args:
       ways, shots, queries: N classes, K support and Q query images per class.
@@ -250,6 +252,8 @@ def miniimagenet(
       resample: PIL filter for resizing the JPEGs.
       cache_dir: decoded-array cache (default ``$XDG_CACHE_HOME/metajax``).
       check_counts: require the published 64 / 16 / 20 classes.
+      placement: ``"device"`` (the 2.1 GB uint8 array on the accelerator, sampled inside the step) or
+        ``"host"`` (kept in host memory, each step's batch gathered there; :mod:`metajax.data.streamed`).
 
     Returns:
       ``TaskSource`` with ``x`` ``(ways*shots, s, s, 3)`` float32 in [0, 1].
@@ -259,8 +263,10 @@ def miniimagenet(
       source = miniimagenet(ways=5, shots=5, root="~/data/miniimagenet")
       task = source.sample(jax.random.key(0), "train")  # support x (25, 84, 84, 3)
     """
+    check_placement(placement, NAME)
     images, splits, names, info = load_miniimagenet(
         root, format=format, image_size=image_size, resample=resample, cache_dir=cache_dir, check_counts_=check_counts
     )
     info = {"split": "ravi_larochelle", "image_size": image_size, **info}
-    return episode_source(images, splits, ways, shots, queries, augment, class_names=names, name=NAME, info=info)
+    make = host_episode_source if placement == "host" else episode_source
+    return make(images, splits, ways, shots, queries, augment, class_names=names, name=NAME, info=info)

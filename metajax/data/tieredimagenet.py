@@ -14,24 +14,24 @@ Classes hold different numbers of images (up to 1300). The on-device path
 (or ``max_per_class``) in one dense ``uint8`` array (608 classes x 600 images
 at 84x84 is 7.7 GB, which fits a 40-80 GB accelerator; ``image_size`` or
 ``max_per_class`` shrink it). All 779,165 images (16.5 GB decoded at 84x84)
-are what :func:`host_episodes` streams from host memory, one batch at a time,
-as the same ``Task`` pytree; the runner does not drive a host iterator yet.
+stay in host memory with ``placement="host"``: the runner then gathers each
+step's batch of episodes there (the same ``Task`` pytree) and passes it to
+the compiled step (:mod:`metajax.data.streamed`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metajax.core.tasks import Split, Task
 from metajax.data import images as image_lib
 from metajax.data.episodes import episode_source
 from metajax.data.miniimagenet import PICKLE_ERRORS, check_counts, data_root, stack_classes
 from metajax.data.source import SPLITS, TaskSource
+from metajax.data.streamed import check_placement, host_episode_source
 from metajax.errors import DataError
 from metajax.registry import register
 
@@ -134,82 +134,44 @@ def tieredimagenet(
     resample: str = "bilinear",
     max_per_class: int | None = None,
     check_counts: bool = True,
+    placement: str = "device",
 ) -> TaskSource:
-    """N-way K-shot tieredImageNet episodes sampled on device from a dense array.
+    """N-way K-shot tieredImageNet episodes, sampled on device from a dense array or on the host from all images.
 
-    Every class keeps its first ``min(count)`` images, or ``max_per_class``
-    (fewer images, less device memory); ``info["dropped_images"]`` says how
-    many were left out.
+    With ``placement="device"`` every class keeps its first ``min(count)``
+    images, or ``max_per_class`` (fewer images, less device memory);
+    ``info["dropped_images"]`` says how many were left out. With
+    ``placement="host"`` every image of every class stays in host memory
+    (``max_per_class`` still caps a class if given) and each step's batch is
+    gathered there (:mod:`metajax.data.streamed`).
 
     Example::
 
       source = tieredimagenet(ways=5, shots=1, max_per_class=600)
       task = source.sample(jax.random.key(0), "train")  # support x (5, 84, 84, 3)
     """
+    check_placement(placement, NAME)
     by_split, categories, info = load_tieredimagenet(
         root, image_size=image_size, resample=resample, check_counts_=check_counts
     )
     classes = {name: images for split in SPLITS for name, images in by_split[split].items()}
     if len(classes) != sum(len(v) for v in by_split.values()):
         raise DataError(f"{NAME}: a class is in two splits; use the published pickles.")
-    images, dropped = stack_classes(classes, NAME, max_per_class=max_per_class)
     starts = np.cumsum([0] + [len(by_split[s]) for s in SPLITS])
     splits = {s: np.arange(starts[i], starts[i + 1]) for i, s in enumerate(SPLITS)}
     info = {
         **info,
         "split": "ren2018",
         "image_size": image_size,
-        "dropped_images": dropped,
         "num_categories": {s: len({categories[c] for c in by_split[s]}) for s in SPLITS},
     }
+    if placement == "host":
+        kept = [images[:max_per_class] for images in classes.values()]
+        info["dropped_images"] = int(sum(len(v) for v in classes.values()) - sum(len(v) for v in kept))
+        return host_episode_source(
+            kept, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info
+        )
+    images, info["dropped_images"] = stack_classes(classes, NAME, max_per_class=max_per_class)
     return episode_source(
         images, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info
     )
-
-
-def host_episodes(
-    by_class: dict[str, np.ndarray],
-    ways: int,
-    shots: int,
-    queries: int,
-    batch_size: int,
-    seed: int = 0,
-) -> Iterator[Task]:
-    """Streams batches of N-way K-shot episodes from host memory, with no trimming of classes.
-
-    For data too large for the device (all of tieredImageNet): each batch is
-    gathered on the host and has the same pytree as the on-device sampler's
-    batch (``Task`` with a leading task axis, ``float32`` in [0, 1], labels
-    ``int32``). Hand each batch to ``jax.device_put``; double-buffer it with a
-    thread if the gather shows in profiles.
-
-    Args:
-      by_class: ``{class: (count, h, w, c) uint8}`` (one split of :func:`load_tieredimagenet`).
-      ways, shots, queries: N, K, Q.
-      batch_size: tasks per batch.
-      seed: numpy seed of the episode stream.
-
-    Yields:
-      ``Task`` with support ``x`` ``(batch_size, ways*shots, h, w, c)``, ``y`` ``(batch_size, ways*shots)``.
-    """
-    arrays = list(by_class.values())
-    if ways > len(arrays):
-        raise DataError(f"{NAME}: {ways}-way episodes need {ways} classes, the split has {len(arrays)}; lower ways.")
-    smallest = min(len(a) for a in arrays)
-    if shots + queries > smallest:
-        raise DataError(f"{NAME}: shots + queries = {shots + queries} exceeds the smallest class ({smallest} images).")
-    rng = np.random.default_rng(seed)
-    while True:
-        sx, sy, qx, qy = [], [], [], []
-        for _ in range(batch_size):
-            chosen = rng.choice(len(arrays), ways, replace=False)
-            labels = rng.permutation(ways)
-            picks = [arrays[c][rng.choice(len(arrays[c]), shots + queries, replace=False)] for c in chosen]
-            x = np.stack(picks).astype(np.float32) / 255.0  # (ways, shots + queries, h, w, c)
-            sx.append(x[:, :shots].reshape(ways * shots, *x.shape[2:]))
-            qx.append(x[:, shots:].reshape(ways * queries, *x.shape[2:]))
-            sy.append(np.repeat(labels, shots))
-            qy.append(np.repeat(labels, queries))
-        yield Task(
-            Split(np.stack(sx), np.stack(sy).astype(np.int32)), Split(np.stack(qx), np.stack(qy).astype(np.int32))
-        )

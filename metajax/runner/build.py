@@ -13,6 +13,7 @@ from metajax.core.batching import default_strategy, parse_strategy
 from metajax.core.losses import LOSSES
 from metajax.core.meta import MetaState, init_meta_state, meta_step
 from metajax.core.model import Model
+from metajax.core.tasks import Task
 from metajax.data.source import TaskSource, sample_tasks
 from metajax.errors import ConfigError, MetajaxError
 from metajax.learners.base import Learner
@@ -28,7 +29,8 @@ class Components(NamedTuple):
     model: Model
     learner: Learner
     outer_opt: optax.GradientTransformation
-    train_step: Callable[[MetaState, PRNGKey], tuple[MetaState, Metrics]]  # pure, not jitted
+    # pure, not jitted: (state, key) for an on-device source, (state, key, task_batch) for a host-sampled one
+    train_step: Callable[..., tuple[MetaState, Metrics]]
 
 
 def _kwargs(cfg: dict) -> dict:
@@ -72,7 +74,11 @@ def build(config: Config) -> Components:
         k_tasks, k_step = jax.random.split(key)
         return step(state, sample_tasks(source, k_tasks, meta_batch, "train"), k_step)
 
-    return Components(config, source, model, learner, outer_opt, train_step)
+    def host_train_step(state: MetaState, key: PRNGKey, tasks: Task) -> tuple[MetaState, Metrics]:
+        """One meta-step on a task batch sampled on the host (the same key split as on device)."""
+        return step(state, tasks, jax.random.split(key)[1])
+
+    return Components(config, source, model, learner, outer_opt, host_train_step if source.on_host else train_step)
 
 
 def initial_state(components: Components, key: PRNGKey) -> MetaState:

@@ -29,7 +29,7 @@ from metajax.data import images as image_lib
 from metajax.errors import ConfigError, DataError
 from metajax.registry import get
 from metajax.runner import metrics as metrics_file
-from metajax.runner.evaluate import run_keys, summarize, test_steps
+from metajax.runner.evaluate import host_eval_tasks, run_keys, summarize, test_steps
 from metajax.runner.load import load_run
 from metajax.runner.train import prepare_config
 
@@ -82,7 +82,32 @@ def _omniglot_codec() -> ImageCodec:
     )
 
 
-CODECS: dict[str, Callable[[], ImageCodec]] = {"omniglot": _omniglot_codec}
+def _rgb_codec(default_size: int | None) -> Callable[[], ImageCodec]:
+    """Datasets stored as 8-bit RGB and sampled as ``uint8 / 255``: miniImageNet, tieredImageNet, CIFAR-FS, FC100."""
+
+    def to_pixels(x: np.ndarray, data_cfg: dict) -> np.ndarray:
+        return np.round(np.asarray(x) * 255.0).astype(np.uint8)
+
+    def from_pixels(pixels: np.ndarray, data_cfg: dict) -> np.ndarray:
+        size = data_cfg.get("image_size", default_size)
+        return _as_sampled(image_lib.resize(pixels, size, data_cfg.get("resample", "bilinear")))
+
+    return lambda: ImageCodec(
+        to_pixels,
+        from_pixels,
+        "RGB",
+        "8-bit RGB PNG; evaluation resizes to the run's image_size with its data.resample filter and divides "
+        "by 255, like the loader",
+    )
+
+
+CODECS: dict[str, Callable[[], ImageCodec]] = {
+    "omniglot": _omniglot_codec,
+    "miniimagenet": _rgb_codec(84),
+    "tieredimagenet": _rgb_codec(84),
+    "cifarfs": _rgb_codec(None),
+    "fc100": _rgb_codec(None),
+}
 
 
 def codec_for(data_cfg: dict) -> ImageCodec:
@@ -132,13 +157,18 @@ def export_episodes(
     data_cfg = config["data"]
     codec = codec_for(data_cfg)
     source = get("datasets", data_cfg["name"])(**{k: v for k, v in data_cfg.items() if k != "name"})
-    sample = HoistedJit(jax.vmap(lambda k: source.sample(jax.random.split(k)[0], split)))
-    keys = (
-        test_episode_keys(config["seed"], episodes)
-        if split == "test"
-        else jax.random.split(jax.random.fold_in(run_keys(config["seed"])[2], {"train": 2, "val": 0}[split]), episodes)
-    )
-    tasks = jax.device_get(sample(keys))
+    if source.on_host:  # the first tasks of the split's evaluation stream, as test_results draws them
+        tasks = host_eval_tasks(source, config["seed"], split, range(episodes))
+    else:
+        sample = HoistedJit(jax.vmap(lambda k: source.sample(jax.random.split(k)[0], split)))
+        keys = (
+            test_episode_keys(config["seed"], episodes)
+            if split == "test"
+            else jax.random.split(
+                jax.random.fold_in(run_keys(config["seed"])[2], {"train": 2, "val": 0}[split]), episodes
+            )
+        )
+        tasks = jax.device_get(sample(keys))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import numpy as np
 from metajax.core.batching import batch_tasks
 from metajax.core.meta import MetaState
 from metajax.core.steps import HoistedJit
+from metajax.core.tasks import Task
 from metajax.data.source import TaskSource
 from metajax.learners.base import Learner
 from metajax.typing import PRNGKey
@@ -35,24 +36,41 @@ def summarize(per_task: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
 
 def make_evaluator(
     learner: Learner, source: TaskSource, *, split: str, steps: int, task_batching: str
-) -> Callable[[MetaState, PRNGKey], dict[str, jax.Array]]:
-    """A compiled ``(state, keys (batch_size,)) -> {metric: (batch_size, steps + 1)}``; samples on device."""
+) -> Callable[..., dict[str, jax.Array]]:
+    """A compiled evaluation of a batch of tasks: ``{metric: (batch_size, steps + 1)}``.
 
-    def one(meta_params, model_state, key):
+    ``(state, keys (batch_size,))`` for an on-device source, which samples
+    the tasks inside the call; ``(state, keys, task_batch)`` for a
+    host-sampled one (the same key split, so a task's evaluation key does not
+    depend on where it was sampled).
+    """
+
+    def one(meta_params, model_state, key, task=None):
         k_task, k_eval = jax.random.split(key)
-        task = source.sample(k_task, split)
+        task = source.sample(k_task, split) if task is None else task
         return learner.evaluate(meta_params, model_state, task, k_eval, steps)
 
-    def run(state: MetaState, keys: jax.Array):
-        return batch_tasks(lambda k: one(state.meta_params, state.model_state, k), task_batching)(keys)
+    def run(state: MetaState, keys: jax.Array, tasks: Task | None = None):
+        if tasks is None:
+            return batch_tasks(lambda k: one(state.meta_params, state.model_state, k), task_batching)(keys)
+        return batch_tasks(lambda k, t: one(state.meta_params, state.model_state, k, t), task_batching)(keys, tasks)
 
     return HoistedJit(run)  # the source's data are arguments, not compiled-in constants
 
 
 def evaluate(
-    evaluator: Callable, state: MetaState, key: PRNGKey, num_tasks: int, batch_size: int
+    evaluator: Callable,
+    state: MetaState,
+    key: PRNGKey,
+    num_tasks: int,
+    batch_size: int,
+    tasks: Callable[[int], Task] | None = None,
 ) -> dict[str, np.ndarray]:
     """Runs ``evaluator`` on ``num_tasks`` tasks drawn from ``key`` in fixed-size chunks (one compile).
+
+    Args:
+      tasks: for a host-sampled source, ``tasks(i)`` is chunk ``i``'s batch of ``min(batch_size, num_tasks)``
+        tasks (see :func:`eval_tasks`).
 
     Returns per-task metrics ``{metric: (num_tasks, steps + 1)}`` as numpy arrays.
     """
@@ -61,7 +79,10 @@ def evaluate(
     pad = (-num_tasks) % batch
     if pad:
         keys = jnp.concatenate([keys, keys[:pad]])
-    chunks = [jax.device_get(evaluator(state, keys[i : i + batch])) for i in range(0, len(keys), batch)]
+    chunks = []
+    for n, i in enumerate(range(0, len(keys), batch)):
+        extra = () if tasks is None else (jax.device_put(tasks(n)),)
+        chunks.append(jax.device_get(evaluator(state, keys[i : i + batch], *extra)))
     return {name: np.concatenate([c[name] for c in chunks])[:num_tasks] for name in chunks[0]}
 
 
@@ -69,6 +90,34 @@ def run_keys(seed: int) -> tuple[PRNGKey, PRNGKey, PRNGKey]:
     """``(init, train, eval)`` keys of a run; validation uses ``fold_in(eval, 0)``, test ``fold_in(eval, 1)``."""
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     return k_init, k_train, k_eval
+
+
+# Streams of a host-sampled source. Training's step s draws host_sample((seed, 0, s), "train", meta_batch);
+# evaluation task j of a split draws host_sample((seed, stream, j), split, 1), whatever the chunk size.
+STREAMS = {"train": 0, "val": 1, "test": 2}
+
+
+def host_tasks(source: TaskSource, seed: int, split: str, num: int) -> Callable[[int], Task]:
+    """``s -> batch s`` of ``num`` tasks of a host-sampled source's ``split`` stream: a pure function of ``s``.
+
+    Training's step ``s`` draws batch ``s`` of the train stream, so a resumed run draws what an
+    uninterrupted one would.
+    """
+    return lambda index: source.host_sample((int(seed), STREAMS[split], int(index)), split, num)
+
+
+def host_eval_tasks(source: TaskSource, seed: int, split: str, indices: range) -> Task:
+    """Evaluation tasks ``indices`` of ``split`` stacked on a task axis; task ``j`` depends on ``j`` alone."""
+    draw = host_tasks(source, seed, split, 1)
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *(draw(j) for j in indices))
+
+
+def eval_tasks(source: TaskSource, config: dict, split: str, num_tasks: int) -> Callable[[int], Task] | None:
+    """The chunks :func:`evaluate` draws ``num_tasks`` evaluation tasks in; ``None`` for an on-device source."""
+    if not source.on_host:
+        return None
+    batch = min(config["eval"]["batch_size"], num_tasks)
+    return lambda n: host_eval_tasks(source, config["seed"], split, range(n * batch, (n + 1) * batch))
 
 
 def test_steps(config: dict, learner: Learner) -> int:
@@ -95,7 +144,8 @@ def test_results(
         learner, source, split="test", steps=steps, task_batching=config["task_batching"]
     )
     key = jax.random.fold_in(run_keys(config["seed"])[2], 1)
-    test = summarize(evaluate(tester, state, key, tasks, config["eval"]["batch_size"]))
+    chunks = eval_tasks(source, config, "test", tasks)
+    test = summarize(evaluate(tester, state, key, tasks, config["eval"]["batch_size"], chunks))
     post = min(learner.inner_steps, steps)
     return {
         "experiment": config.get("experiment"),

@@ -6,6 +6,7 @@ import copy
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +22,16 @@ from metajax.errors import ConfigError, MetajaxError, NumericalError
 from metajax.runner import metrics as metrics_file
 from metajax.runner.build import Components, build, initial_state, resolve_task_batching
 from metajax.runner.checkpoint import Checkpoints, comparable, config_changes
-from metajax.runner.evaluate import evaluate, make_evaluator, run_keys, summarize, test_results, test_steps
+from metajax.runner.evaluate import (
+    eval_tasks,
+    evaluate,
+    host_tasks,
+    make_evaluator,
+    run_keys,
+    summarize,
+    test_results,
+    test_steps,
+)
 from metajax.runner.record import run_record
 from metajax.typing import Config, Metrics, PRNGKey
 
@@ -77,8 +87,8 @@ def guarded_step(train_step, nonfinite: str):
     step: no host round trip and no recompilation.
     """
 
-    def step(state: MetaState, key: PRNGKey) -> tuple[MetaState, Metrics]:
-        new, metrics = train_step(state, key)
+    def step(state: MetaState, key: PRNGKey, *tasks) -> tuple[MetaState, Metrics]:
+        new, metrics = train_step(state, key, *tasks)
         finite = jnp.all(
             jnp.stack(
                 [
@@ -118,7 +128,12 @@ def check_source(source, name: str, key: PRNGKey) -> None:
     example = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), source.example)
     for split in ("train", "val", "test"):
         try:
-            got = jax.eval_shape(lambda k, split=split: source.sample(k, split), key)
+            if source.on_host:  # one task, drawn on the host: cheap, and its shapes are what the step will get
+                got = jax.tree_util.tree_map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), source.host_sample((0,), split, 1)
+                )
+            else:
+                got = jax.eval_shape(lambda k, split=split: source.sample(k, split), key)
         except MetajaxError:
             raise
         except Exception as e:  # a source that cannot even trace its own split
@@ -161,14 +176,15 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, HoistedJit, di
     try:
         state = initial_state(c, key)
         step = HoistedJit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=(0,))
-        step.trace(state, key)
-        keys = jax.random.split(key, min(config["eval"]["batch_size"], max(config["eval"]["tasks"], 1)))
+        step.trace(state, key, *task_batch(example, config["meta_batch_size"], c.source.on_host))
+        eval_batch = min(config["eval"]["batch_size"], max(config["eval"]["tasks"], 1))
+        keys = jax.random.split(key, eval_batch)
         evaluators = {}
         for split, steps in (("val", c.learner.inner_steps), ("test", test_steps(config, c.learner))):
             evaluators[split] = make_evaluator(
                 c.learner, c.source, split=split, steps=steps, task_batching=config["task_batching"]
             )
-            evaluators[split].trace(state, keys)
+            evaluators[split].trace(state, keys, *task_batch(example, eval_batch, c.source.on_host))
     except MetajaxError:
         raise
     except Exception as e:  # any shape/dtype error while tracing: model and data disagree
@@ -183,6 +199,13 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, HoistedJit, di
             "change model or data in the config."
         ) from None
     return state, step, evaluators
+
+
+def task_batch(example, num: int, on_host: bool) -> tuple:
+    """``(ShapeDtypeStruct batch of num tasks,)`` for a host-sampled source's step, ``()`` otherwise."""
+    if not on_host:
+        return ()
+    return (jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((num, *np.shape(a)), np.asarray(a).dtype), example),)
 
 
 def _score(summary: dict[str, Any], index: int) -> float:
@@ -281,9 +304,13 @@ def _train(
     metrics_file.truncate_after(workdir / METRICS_FILE, start)
 
     validator = evaluators["val"]
+    val_tasks = eval_tasks(c.source, config, "val", ev["tasks"])
+    batches = Prefetch(c.source, config, start) if c.source.on_host else None
     t0 = time.perf_counter()
     state = jax.block_until_ready(jax.device_put(state))
-    compiled = train_step.compile(state, k_train)
+    compiled = train_step.compile(
+        state, k_train, *task_batch(c.source.example, config["meta_batch_size"], bool(batches))
+    )
     compile_s = time.perf_counter() - t0
 
     pending: list[dict[str, Any]] = []
@@ -318,48 +345,55 @@ def _train(
         desc=config.get("experiment"),
     )
     t_last, n_last, window_skipped = time.perf_counter(), start, 0
-    for step in range(start, steps):
-        state, step_metrics = compiled(state, jax.random.fold_in(k_train, step))
-        done = step + 1
-        flags.append((done, step_metrics.pop("nonfinite")))
-        pending.append(step_metrics)
-        records = []
-        is_log = done % log_every == 0 or done == steps
-        is_val = bool(ev["every"]) and (done % ev["every"] == 0 or done == steps)
-        is_ckpt = done % config["checkpoint"]["every"] == 0 or done == steps
-        if is_log or is_val or is_ckpt:
-            found = check(done)
-            skipped += found
-            window_skipped += found
-        if is_log:
-            mean = {k: float(np.mean(v)) for k, v in jax.device_get(_stack(pending)).items()}
-            now = time.perf_counter()
-            mean["steps_per_s"] = (done - n_last) / max(now - t_last, 1e-9)
-            mean["skipped_steps"] = window_skipped
-            t_last, n_last, pending, window_skipped = now, done, [], 0
-            records.append({"step": done, "split": "train", **mean})
-            bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items() if k in ("loss", "accuracy")})
-        if is_val:
-            per_task = evaluate(validator, state, jax.random.fold_in(k_eval, 0), ev["tasks"], ev["batch_size"])
-            val = summarize(per_task)
-            score = _score(val, -1)
-            records.append(
-                {
-                    "step": done,
-                    "split": "val",
-                    **_flat(val, 0, "pre_"),
-                    **_flat(val, -1, "post_"),
-                    **(divergence(per_task) if "loss" in per_task else {}),
-                }
-            )
-            if best_score is None or score > best_score:
-                best_score = score
-                best.save(done, state, {"step": done, "score": score})
-        metrics_file.append(workdir / METRICS_FILE, records)
-        if is_ckpt:
-            checkpoints.save(done, state, {"step": done, "best_score": best_score, "skipped_steps": skipped})
-            last_saved = done
-        bar.update(1)
+    try:
+        for step in range(start, steps):
+            tasks = (batches.next(),) if batches else ()
+            state, step_metrics = compiled(state, jax.random.fold_in(k_train, step), *tasks)
+            done = step + 1
+            flags.append((done, step_metrics.pop("nonfinite")))
+            pending.append(step_metrics)
+            records = []
+            is_log = done % log_every == 0 or done == steps
+            is_val = bool(ev["every"]) and (done % ev["every"] == 0 or done == steps)
+            is_ckpt = done % config["checkpoint"]["every"] == 0 or done == steps
+            if is_log or is_val or is_ckpt:
+                found = check(done)
+                skipped += found
+                window_skipped += found
+            if is_log:
+                mean = {k: float(np.mean(v)) for k, v in jax.device_get(_stack(pending)).items()}
+                now = time.perf_counter()
+                mean["steps_per_s"] = (done - n_last) / max(now - t_last, 1e-9)
+                mean["skipped_steps"] = window_skipped
+                t_last, n_last, pending, window_skipped = now, done, [], 0
+                records.append({"step": done, "split": "train", **mean})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items() if k in ("loss", "accuracy")})
+            if is_val:
+                per_task = evaluate(
+                    validator, state, jax.random.fold_in(k_eval, 0), ev["tasks"], ev["batch_size"], val_tasks
+                )
+                val = summarize(per_task)
+                score = _score(val, -1)
+                records.append(
+                    {
+                        "step": done,
+                        "split": "val",
+                        **_flat(val, 0, "pre_"),
+                        **_flat(val, -1, "post_"),
+                        **(divergence(per_task) if "loss" in per_task else {}),
+                    }
+                )
+                if best_score is None or score > best_score:
+                    best_score = score
+                    best.save(done, state, {"step": done, "score": score})
+            metrics_file.append(workdir / METRICS_FILE, records)
+            if is_ckpt:
+                checkpoints.save(done, state, {"step": done, "best_score": best_score, "skipped_steps": skipped})
+                last_saved = done
+            bar.update(1)
+    finally:
+        if batches:
+            batches.close()
     bar.close()
     check(steps)
 
@@ -375,6 +409,31 @@ def _train(
     results.update(best_val_score=best_score, compile_seconds=compile_s, skipped_steps=skipped)
     metrics_file.write_json(workdir / RESULTS_FILE, results)
     return results
+
+
+class Prefetch:
+    """Train batches of a host-sampled source, each gathered in a thread while the device runs the step before.
+
+    Batch ``s`` is a pure function of the run's seed and ``s`` (:func:`host_tasks`), so the
+    thread changes when a batch is made, never which.
+    """
+
+    def __init__(self, source, config: Config, start: int):
+        self._draw = host_tasks(source, config["seed"], "train", config["meta_batch_size"])
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metajax-host-tasks")
+        self._step = start
+        self._next = self._pool.submit(self._draw, start)
+
+    def next(self):
+        """The current step's batch on device; starts gathering the next one."""
+        batch = self._next.result()
+        self._step += 1
+        self._next = self._pool.submit(self._draw, self._step)
+        return jax.device_put(batch)
+
+    def close(self) -> None:
+        self._next.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _stack(records: list[dict[str, Any]]) -> dict[str, Any]:

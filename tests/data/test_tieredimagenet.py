@@ -69,16 +69,24 @@ def test_published_counts_and_trimming(data_dir):
     assert task.support.x.shape == (5, SIZE, SIZE, 3) and set(ids) <= {(448 + c) % 256 for c in range(160)}
 
 
-def test_host_stream_has_the_device_batch_pytree(data_dir):
-    by_split, _, _ = ti.load_tieredimagenet(data_dir, image_size=None)
-    batch = next(ti.host_episodes(by_split["val"], ways=5, shots=1, queries=1, batch_size=3))
-    assert batch.support.x.shape == (3, 5, SIZE, SIZE, 3) and batch.support.x.dtype == np.float32
-    assert batch.query.y.shape == (3, 5) and batch.query.y.dtype == np.int32
+def test_host_placement_keeps_every_image_and_gives_the_device_batch_pytree(data_dir):
+    source = ti.tieredimagenet(ways=5, shots=1, queries=1, root=str(data_dir), image_size=None, placement="host")
+    assert source.on_host and source.info["dropped_images"] == 0
+    assert source.info["images"] == sum(2 + c % 2 for n in COUNTS.values() for c in range(n))
+    batch = source.host_sample((0, 1, 0), "val", 3)
+    device = jax.vmap(
+        lambda k: ti.tieredimagenet(ways=5, shots=1, queries=1, root=str(data_dir), image_size=None).sample(k, "val")
+    )(jax.random.split(jax.random.key(0), 3))
+    assert jax.tree_util.tree_structure(batch) == jax.tree_util.tree_structure(device)
+    for ours, theirs in zip(jax.tree_util.tree_leaves(batch), jax.tree_util.tree_leaves(device), strict=True):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
     for t in range(3):  # each label is one class in support and query
         s = np.round(batch.support.x[t, :, 0, 0, 0] * 255).astype(int)
         q = np.round(batch.query.x[t, :, 0, 0, 0] * 255).astype(int)
         by_label = {int(y): int(v) for y, v in zip(batch.support.y[t], s, strict=True)}
         assert all(by_label[int(y)] == v for y, v in zip(batch.query.y[t], q, strict=True))
+    with pytest.raises(DataError, match="unknown placement 'gpu'"):
+        ti.tieredimagenet(root=str(data_dir), placement="gpu")
 
 
 def one_line(error, *parts):

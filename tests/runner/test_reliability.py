@@ -256,6 +256,12 @@ def _row_episodes(tmp_path, trained):
     episode_source(images, {"train": [0, 1, 2], "val": [3, 4, 5], "test": [6, 7]}, ways=5, shots=1, queries=1)
 
 
+def _row_placement(tmp_path, trained):
+    from metajax.data.tieredimagenet import tieredimagenet
+
+    tieredimagenet(root=str(tmp_path), placement="gpu")
+
+
 def _row_nonfinite(tmp_path, trained):
     """Stops with the step; the last checkpoint is the last good state, no checkpoint of a bad one."""
     workdir = tmp_path / "run"
@@ -317,6 +323,7 @@ ROWS = {
     "bad-task-batching": (ConfigError, r"task_batching='chunked:0' is not a strategy", lambda t, r: _run_fresh(t, "task_batching=chunked:0")),
     "data-unsatisfiable": (ConfigError, r"queries must be an int >= 1", lambda t, r: _run_fresh(t, "data.queries=0")),
     "episodes-too-many-ways": (DataError, r"5-way episodes need 5 classes but split 'train' has 3", _row_episodes),
+    "bad-placement": (DataError, r"unknown placement 'gpu'; set data\.placement to 'device'.* or 'host'", _row_placement),
     "source-shape-mismatch": (ConfigError, r"data 'test-inconsistent' split 'train' gives tasks \(support\.x \(10, 2\) float32.*unlike its example \(support\.x \(10, 1\)", lambda t, r: _raw_config(t, lambda c: c.update(data={"name": "test-inconsistent"}))),
     "target-shape-mismatch": (ConfigError, r"data 'test-wide-targets': mse targets support\.y \(10, 2\) do not match output_dim 1", lambda t, r: _raw_config(t, lambda c: c.update(data={"name": "test-wide-targets"}))),
     "model-data-mismatch": (ConfigError, r"model 'conv4' does not fit data 'sinusoid' \(support\.x \(10, 1\)", lambda t, r: _raw_config(t, lambda c: c.update(model={"name": "conv4"}))),

@@ -20,6 +20,7 @@ from metajax.data.sinusoid import sinusoid
 from metajax.errors import ConfigError, close_matches
 from metajax.learners import maml as maml_lib
 from metajax.learners import matching as _matching  # noqa: F401  (registers "matching")
+from metajax.learners import metaoptnet as _metaoptnet  # noqa: F401  (registers "metaoptnet")
 from metajax.learners import r2d2 as _r2d2  # noqa: F401  (registers "r2d2")
 from metajax.learners.protonet import protonet
 from metajax.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12", "resnet12-embedding")
@@ -29,8 +30,21 @@ from metajax.registry import get, register
 
 # ---- learning-rate schedules: lr is a number or {"schedule": NAME, ...optax arguments}
 
+
+def _piecewise(init_value: float, boundaries_and_scales: dict) -> optax.Schedule:
+    """``optax.piecewise_constant_schedule`` with JSON's string keys read as step numbers."""
+    try:
+        scales = {int(step): float(scale) for step, scale in boundaries_and_scales.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise TypeError(
+            f"boundaries_and_scales must map steps to scales, e.g. {{'20000': 0.1}}, got {boundaries_and_scales!r}"
+        ) from None
+    return optax.piecewise_constant_schedule(init_value, scales)
+
+
 SCHEDULES = {
     "constant": optax.constant_schedule,  # value
+    "piecewise": _piecewise,  # init_value, boundaries_and_scales {step: factor}, factors multiply in turn
     "linear": optax.linear_schedule,  # init_value, end_value, transition_steps
     "exponential": optax.exponential_decay,  # init_value, transition_steps, decay_rate, staircase
     "cosine": optax.cosine_decay_schedule,  # init_value, decay_steps, alpha
@@ -72,8 +86,16 @@ def make_schedule(lr: float | dict) -> float | optax.Schedule:
 
 
 @register("optimizers", "sgd")
-def _sgd(lr: float | dict, momentum: float | None = None, nesterov: bool = False) -> optax.GradientTransformation:
-    return optax.sgd(make_schedule(lr), momentum=momentum, nesterov=nesterov)
+def _sgd(
+    lr: float | dict, momentum: float | None = None, nesterov: bool = False, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    # weight_decay as in torch.optim.SGD: weight_decay * params is added to the gradient before momentum.
+    if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(
+            f"sgd: weight_decay must be a number >= 0, got {weight_decay!r} (weight_decay of the optimizer)."
+        )
+    sgd = optax.sgd(make_schedule(lr), momentum=momentum, nesterov=nesterov)
+    return optax.chain(optax.add_decayed_weights(weight_decay), sgd) if weight_decay else sgd
 
 
 @register("optimizers", "adam")

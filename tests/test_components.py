@@ -37,6 +37,34 @@ def test_scheduled_sgd_takes_steps_of_the_scheduled_size():
     np.testing.assert_allclose(sizes, [1.0, 0.75, 0.5, 0.25, 0.0])
 
 
+def test_piecewise_scales_multiply_at_json_string_boundaries():
+    """MetaOptNet's 0.1 -> 0.006 -> 0.0012 -> 0.00024 at 20 / 40 / 50 (thousand) steps."""
+    schedule = make_schedule(
+        {"schedule": "piecewise", "init_value": 0.1, "boundaries_and_scales": {"20": 0.06, "40": 0.2, "50": 0.2}}
+    )
+    np.testing.assert_allclose(
+        [schedule(s) for s in (0, 19, 20, 39, 40, 50, 59)], [0.1, 0.1, 0.006, 0.006, 0.0012, 0.00024, 0.00024]
+    )
+
+
+def test_sgd_weight_decay_is_torch_style_l2_before_momentum():
+    """With momentum 0.9 and weight decay 0.1, two steps on a zero loss gradient: v1 = wd p0, v2 = 0.9 v1 + wd p1."""
+    tx = make_optimizer({"name": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 0.1})
+    params = {"w": jnp.asarray(2.0)}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.zeros(())}, state, params)
+    np.testing.assert_allclose(updates["w"], -0.2)  # -lr * wd * p0
+    params = {"w": params["w"] + updates["w"]}  # 1.8
+    updates, state = tx.update({"w": jnp.zeros(())}, state, params)
+    np.testing.assert_allclose(updates["w"], -(0.9 * 0.2 + 0.1 * 1.8), rtol=1e-6)
+    with pytest.raises(ConfigError, match="weight_decay must be a number >= 0"):
+        build(
+            apply_overrides(
+                experiment_config("maml-sinusoid-tiny"), ['outer_opt={"name": "sgd", "lr": 0.1, "weight_decay": -1}']
+            )
+        )
+
+
 @pytest.mark.parametrize(
     "lr, message",
     [

@@ -1,4 +1,4 @@
-"""The shared shape of metric and closed-form-head learners (ProtoNets, Matching Nets, R2-D2).
+"""The shared shape of metric and closed-form-head learners (ProtoNets, Matching Nets, R2-D2, MetaOptNet).
 
 Such a learner embeds the support and query sets with the model, fits a
 head in closed form on the support embeddings (prototypes, an attention

@@ -144,8 +144,8 @@ def test_corrupt_image_and_bad_csv(tmp_path):
 
 
 # ProtoNets' tiny protocol runs in tests/runner/test_report.py.
-TINY_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "matching", "r2d2")
-PROTOCOL_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matching", "r2d2")
+TINY_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "matching", "r2d2", "metaoptnet")
+PROTOCOL_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matching", "r2d2", "metaoptnet")
 
 
 def test_registered_protocols_validate_and_cite():

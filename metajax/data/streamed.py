@@ -20,7 +20,7 @@ would, and prefetching in a thread cannot change what is drawn.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -45,19 +45,26 @@ def check_placement(placement: str, name: str) -> None:
 
 
 @functools.cache
-def _unit_table() -> np.ndarray:
-    """``uint8 -> float32 / 255`` for all 256 values, computed by the default backend.
+def _to_unit_rule() -> Callable[[np.ndarray], np.ndarray]:
+    """``uint8 -> float32 / 255`` giving bit for bit what the default backend's sampler gives.
 
     XLA:CPU divides by multiplying with the reciprocal, which differs from
-    numpy's division in the last bit for half the values; looking the values
-    up in a table the backend computed keeps host batches equal to what the
-    on-device sampler (and an exported PNG read back) gives.
+    numpy's division in the last bit for half the values. The backend
+    converts all 256 values once; the fastest numpy rule that reproduces
+    them is used (multiplication 5x faster than a table lookup), else the
+    lookup itself.
     """
-    return np.asarray(jax.jit(lambda u: u.astype(jnp.float32) / 255.0)(np.arange(256, dtype=np.uint8)))
+    table = np.asarray(jax.jit(lambda u: u.astype(jnp.float32) / 255.0)(np.arange(256, dtype=np.uint8)))
+    values = np.arange(256, dtype=np.float32)
+    if np.array_equal(table, values * np.float32(1 / 255)):
+        return lambda x: x.astype(np.float32) * np.float32(1 / 255)
+    if np.array_equal(table, values / np.float32(255)):
+        return lambda x: x.astype(np.float32) / np.float32(255)
+    return lambda x: table[x]
 
 
 def _to_unit(x: np.ndarray) -> np.ndarray:
-    return _unit_table()[x]
+    return _to_unit_rule()(x)
 
 
 def sample_host_episode(

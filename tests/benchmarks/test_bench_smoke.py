@@ -18,3 +18,12 @@ def test_suite_smoke(tmp_path, capsys):
         assert w["seconds"] > 0 and w["compile_s"] > 0 and w["tasks_per_s"] > 0
     assert results["backend"] == "cpu" and results["quick"]
     assert "mlp/maml-1-so" in capsys.readouterr().out
+
+
+def test_sampling_benchmark_smoke(tmp_path):
+    from benchmarks import sampling
+
+    out = tmp_path / "sampling.json"
+    assert sampling.main(["--quick", "--steps", "2", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["device_s_per_step"] > 0 and results["host_s_per_step"] > 0 and results["host_over_device"] > 0

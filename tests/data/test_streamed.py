@@ -85,3 +85,15 @@ def test_rotations_as_classes_multiply_the_split():
 def test_impossible_requests_fail_before_sampling(request_, match):
     with pytest.raises(DataError, match=match):
         host_episode_source(classes(COUNTS), SPLITS, **{"ways": 2, "shots": 1, "queries": 1, **request_})
+
+
+def test_uint8_images_convert_bit_for_bit_as_on_device():
+    """The host batch must equal what the on-device sampler gives for the same pixels (XLA:CPU's x / 255 != numpy's)."""
+    import jax
+    import jax.numpy as jnp
+
+    from metajax.data.streamed import _to_unit
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1)
+    on_device = np.asarray(jax.jit(lambda u: u.astype(jnp.float32) / 255.0)(pixels))
+    np.testing.assert_array_equal(_to_unit(pixels), on_device)

@@ -305,11 +305,10 @@ def _train(
 
     validator = evaluators["val"]
     val_tasks = eval_tasks(c.source, config, "val", ev["tasks"])
-    batches = Prefetch(c.source, config, start) if c.source.on_host else None
     t0 = time.perf_counter()
     state = jax.block_until_ready(jax.device_put(state))
     compiled = train_step.compile(
-        state, k_train, *task_batch(c.source.example, config["meta_batch_size"], bool(batches))
+        state, k_train, *task_batch(c.source.example, config["meta_batch_size"], c.source.on_host)
     )
     compile_s = time.perf_counter() - t0
 
@@ -345,9 +344,10 @@ def _train(
         desc=config.get("experiment"),
     )
     t_last, n_last, window_skipped = time.perf_counter(), start, 0
+    batches = Prefetch(c.source, config, start) if c.source.on_host else None
     try:
         for step in range(start, steps):
-            tasks = (batches.next(),) if batches else ()
+            tasks = (batches.next(),) if batches is not None else ()
             state, step_metrics = compiled(state, jax.random.fold_in(k_train, step), *tasks)
             done = step + 1
             flags.append((done, step_metrics.pop("nonfinite")))
@@ -392,7 +392,7 @@ def _train(
                 last_saved = done
             bar.update(1)
     finally:
-        if batches:
+        if batches is not None:
             batches.close()
     bar.close()
     check(steps)

@@ -199,15 +199,25 @@ def protonet_config(shots: int) -> dict:
     """ProtoNets' miniImageNet protocol (Snell et al. 2017, sec. 3.2).
 
     Conv4-64 (max-pool, batch norm with running statistics), 1600-d
-    embedding, squared Euclidean distance, 84x84, 15 queries per class, one
-    episode per update, Adam 1e-3, 600 test episodes.
+    embedding, squared Euclidean distance, 84x84, 30-way (1-shot) or 20-way
+    (5-shot) training episodes with 15 queries per class, one episode per
+    update, Adam 1e-3 halved every 2000 episodes, 600 test episodes.
     """
     return {
         "seed": 0,
         "steps": 30_000,
         "meta_batch_size": 1,
-        "outer_opt": {"name": "adam", "lr": 1e-3},
-        "data": _data(shots),
+        "outer_opt": {
+            "name": "adam",
+            "lr": {
+                "schedule": "exponential",
+                "init_value": 1e-3,
+                "transition_steps": 2000,
+                "decay_rate": 0.5,
+                "staircase": True,
+            },
+        },
+        "data": {**_data(shots), "train_ways": 30 if shots == 1 else 20},
         "model": {"name": "conv4-embedding", "filters": 64, "strided": False, "batch_norm": "standard"},
         "learner": {"name": "protonet", "distance": "euclidean"},
         "eval": {"every": 1000, "tasks": 200, "test_tasks": 600, "inner_steps": None, "batch_size": 50},
@@ -219,9 +229,6 @@ def protonet_config(shots: int) -> dict:
             f"Conv4-64 (max-pool, BN), Euclidean, {30 if shots == 1 else 20}-way training episodes with 15 queries, "
             "Adam 1e-3 halved every 2000 episodes, early stopping on validation, 600 test episodes",
             [
-                "training episodes are 5-way like the test (metajax's source has one N for all splits), not "
-                f"{30 if shots == 1 else 20}-way",
-                "constant learning rate 1e-3 (the paper halves it every 2000 episodes)",
                 "a fixed 30,000 episodes instead of early stopping (the best-validation checkpoint is kept)",
             ],
         ),
@@ -294,8 +301,9 @@ def metaoptnet_config(shots: int) -> dict:
     Meta-batch 8 episodes, SGD with Nesterov momentum 0.9, weight decay
     5e-4, learning rate 0.1 scaled by 0.06, 0.012 and 0.0024 after 20, 40
     and 50 thousand episodes (20 / 40 / 50 of 60 epochs of 1000), 60,000
-    steps. The deviations (no DropBlock, no augmentation, no label
-    smoothing, training at the test shot) are recorded.
+    steps; 15-shot 6-query training episodes (``data.train_shots``,
+    ``train_queries``). The deviations (no DropBlock, no augmentation, no
+    label smoothing) are recorded.
     """
     return {
         "seed": 0,
@@ -312,7 +320,7 @@ def metaoptnet_config(shots: int) -> dict:
             "nesterov": True,
             "weight_decay": 5e-4,
         },
-        "data": _data(shots),
+        "data": {**_data(shots), "train_shots": 15, "train_queries": 6},
         "model": {"name": "resnet12-embedding", "channels": [64, 160, 320, 640], "pool": "flatten"},
         "learner": {"name": "metaoptnet", "C": 0.1, "iterations": 100, "init_scale": 1.0},
         "eval": {"every": 1000, "tasks": 200, "test_tasks": 1000, "inner_steps": None, "batch_size": 25},
@@ -327,7 +335,6 @@ def metaoptnet_config(shots: int) -> dict:
             [
                 "no DropBlock in ResNet-12",
                 "no data augmentation and no label smoothing",
-                f"trains on {shots}-shot 15-query episodes (the paper: 15-shot 6-query; data.shots is one value)",
                 "the SVM dual is solved by 100 unrolled FISTA iterations, not qpth's interior point",
             ],
         ),
@@ -355,6 +362,8 @@ def tiny(config: dict) -> dict:
     """A full protocol shrunk to generated files (tiny images, 3 images per class) and a few CPU seconds."""
     config = copy.deepcopy(config)
     config["data"].update(image_size=16, queries=2, shots=1)
+    for key in ("train_ways", "train_shots", "train_queries"):  # 3 images per class: train like the test
+        config["data"].pop(key, None)
     model = config["model"]
     if model["name"].startswith("resnet12"):
         model["channels"] = [4, 8, 8, 8]

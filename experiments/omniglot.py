@@ -202,8 +202,9 @@ def protonet_config(ways: int, shots: int) -> dict:
     Conv4 (64 filters, 2x2 max-pool, batch norm with running statistics), no
     head (the 64-d output is the embedding), squared Euclidean distance,
     28x28 images, the Vinyals split with ``rotate_classes`` augmentation
-    (each rotation a class), 5 query images per class, one episode per
-    update, Adam 1e-3 halved every 2000 episodes, 1000 test episodes.
+    (each rotation a class), 60-way training episodes (``data.train_ways``)
+    with 5 query images per class, one episode per update, Adam 1e-3 halved
+    every 2000 episodes, 1000 test episodes.
     """
     return {
         "seed": 0,
@@ -227,6 +228,7 @@ def protonet_config(ways: int, shots: int) -> dict:
             "split": "vinyals",
             "augment": "rotate_classes",
             "image_size": 28,
+            "train_ways": 60,
         },
         "model": {"name": "conv4-embedding", "filters": 64, "strided": False, "batch_norm": "standard"},
         "learner": {"name": "protonet", "distance": "euclidean"},
@@ -240,7 +242,6 @@ def protonet_config(ways: int, shots: int) -> dict:
             "Conv4-64 (max-pool, BN), Euclidean, 60-way training episodes with K shots and 5 queries, Adam 1e-3 "
             "halved every 2000 episodes, trained until validation loss stops improving, 1000 test episodes",
             [
-                "training episodes are N-way like the test (metajax's source has one N for all splits), not 60-way",
                 "a fixed 20,000 episodes instead of early stopping (the best-validation checkpoint is kept)",
             ],
         ),
@@ -267,6 +268,8 @@ def _tiny(config: dict, **changes) -> dict:
     """A full protocol shrunk to the shipped subsets and a 2-core CPU (the reference stays for comparison)."""
     config = copy.deepcopy(config)
     config["data"].update(split="subsets", augment="none", queries=5)
+    for key in ("train_ways", "train_shots", "train_queries"):  # tiny: train like the test
+        config["data"].pop(key, None)
     config["eval"] = {"every": 100, "tasks": 100, "test_tasks": 600, "inner_steps": None, "batch_size": 100}
     config["checkpoint"] = {"every": 100, "keep": 2}
     config["log_every"] = 25

@@ -125,7 +125,9 @@ def class_splits(benchmark: str, superclass: dict[str, str] | None = None) -> di
     raise DataError(f"cifar100: unknown benchmark {benchmark!r}; use 'cifarfs' or 'fc100'.")
 
 
-def _source(benchmark: str, ways, shots, queries, augment, image_size, data_dir, resample, check_counts) -> TaskSource:
+def _source(
+    benchmark: str, ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train
+) -> TaskSource:
     by_class, superclass = load_cifar100(data_dir, image_size, resample)
     names = class_splits(benchmark, superclass)
     present = {s: [c for c in names[s] if c in by_class] for s in SPLITS}
@@ -141,7 +143,9 @@ def _source(benchmark: str, ways, shots, queries, augment, image_size, data_dir,
         "image_size": image_size,
         "dropped_images": dropped,
     }
-    return episode_source(images, splits, ways, shots, queries, augment, class_names=order, name=benchmark, info=info)
+    return episode_source(
+        images, splits, ways, shots, queries, augment, class_names=order, name=benchmark, info=info, train=train
+    )
 
 
 @register("datasets", "cifarfs")
@@ -154,6 +158,9 @@ def cifarfs(
     data_dir: str | None = None,
     resample: str = "bilinear",
     check_counts: bool = True,
+    train_ways: int | None = None,
+    train_shots: int | None = None,
+    train_queries: int | None = None,
 ) -> TaskSource:
     """N-way K-shot CIFAR-FS episodes (64 / 16 / 20 classes), sampled on device.
 
@@ -164,13 +171,16 @@ def cifarfs(
       data_dir: tfds data folder holding the prepared ``cifar100``.
       resample: PIL filter for resizing.
       check_counts: require the published class counts.
+      train_ways, train_shots, train_queries: training episodes' N, K, Q where they differ from the
+        test's (ProtoNets train 30-way, MetaOptNet 15-shot); ``None`` keeps ``ways``, ``shots``, ``queries``.
 
     Example::
 
       source = cifarfs(ways=5, shots=1)
       task = source.sample(jax.random.key(0), "train")  # support x (5, 32, 32, 3)
     """
-    return _source("cifarfs", ways, shots, queries, augment, image_size, data_dir, resample, check_counts)
+    train = (train_ways, train_shots, train_queries)
+    return _source("cifarfs", ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train)
 
 
 @register("datasets", "fc100")
@@ -183,6 +193,9 @@ def fc100(
     data_dir: str | None = None,
     resample: str = "bilinear",
     check_counts: bool = True,
+    train_ways: int | None = None,
+    train_shots: int | None = None,
+    train_queries: int | None = None,
 ) -> TaskSource:
     """N-way K-shot FC100 episodes (superclass split: 60 / 20 / 20 classes), sampled on device.
 
@@ -191,4 +204,5 @@ def fc100(
       source = fc100(ways=5, shots=5)
       task = source.sample(jax.random.key(0), "test")  # classes of aquatic mammals, insects, ...
     """
-    return _source("fc100", ways, shots, queries, augment, image_size, data_dir, resample, check_counts)
+    train = (train_ways, train_shots, train_queries)
+    return _source("fc100", ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train)

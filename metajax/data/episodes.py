@@ -24,7 +24,7 @@ Augmentations (``augment``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,7 @@ def check_request(
     image_shape: Sequence[int] = (),
     split: str = "train",
     name: str = "episodes",
+    keys: Mapping[str, str] | None = None,
 ) -> None:
     """Raises a one-line :class:`DataError` when a split cannot give the requested episodes.
 
@@ -65,10 +66,12 @@ def check_request(
       image_shape: ``(height, width, channels)``; rotations need height == width.
       split: the split's name, for the message.
       name: the dataset's name, for the message.
+      keys: config key names to use in the message instead of ``ways``, ``shots``, ``queries``.
     """
+    keys = {k: (keys or {}).get(k, k) for k in ("ways", "shots", "queries")}
     for key, value in (("ways", ways), ("shots", shots), ("queries", queries)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise DataError(f"{name}: {key} must be an int >= 1, got {value!r}; set data.{key}.")
+            raise DataError(f"{name}: {keys[key]} must be an int >= 1, got {value!r}; set data.{keys[key]}.")
     if augment not in AUGMENTS:
         raise DataError(f"{name}: unknown augment {augment!r}; set data.augment to one of {', '.join(AUGMENTS)}.")
     if augment != "none" and len(image_shape) >= 2 and image_shape[0] != image_shape[1]:
@@ -82,13 +85,50 @@ def check_request(
         hint = "" if augment == "rotate_classes" else " or augment='rotate_classes'"
         raise DataError(
             f"{name}: {ways}-way episodes need {ways} classes but split {split!r} has {available}{rotated}; "
-            f"lower data.ways to <= {available}{hint}, or pick a split with more classes."
+            f"lower data.{keys['ways']} to <= {available}{hint}, or pick a split with more classes."
         )
     if shots + queries > per_class:
         raise DataError(
             f"{name}: shots + queries = {shots} + {queries} = {shots + queries} images per class, but each class has "
-            f"{per_class}; lower data.shots or data.queries so that shots + queries <= {per_class}."
+            f"{per_class}; lower data.{keys['shots']} or data.{keys['queries']} so that shots + queries <= {per_class}."
         )
+
+
+class EpisodeShape(NamedTuple):
+    """N-way K-shot Q-query."""
+
+    ways: int
+    shots: int
+    queries: int
+
+
+TrainShape = tuple[Optional[int], Optional[int], Optional[int]]
+
+
+def episode_shapes(ways: int, shots: int, queries: int, train: TrainShape | None = None) -> dict[str, EpisodeShape]:
+    """Each split's episode shape: ``(ways, shots, queries)``, the train split's entries replaced where ``train``
+    gives them (``data.train_ways``, ``train_shots``, ``train_queries``; ``None`` keeps the test value)."""
+    test = EpisodeShape(ways, shots, queries)
+    given = tuple(train) if train is not None else (None, None, None)
+    trained = EpisodeShape(*(t if t is not None else v for t, v in zip(given, test, strict=True)))
+    return {"train": trained, "val": test, "test": test}
+
+
+def episode_example(shape: EpisodeShape, image_shape: Sequence[int]) -> Task:
+    """A zero task of ``shape`` (float32 images, int32 labels), for model init and shape checks."""
+    n, m = shape.ways * shape.shots, shape.ways * shape.queries
+    return Task(
+        Split(np.zeros((n, *image_shape), np.float32), np.zeros((n,), np.int32)),
+        Split(np.zeros((m, *image_shape), np.float32), np.zeros((m,), np.int32)),
+    )
+
+
+def shape_record(shapes: Mapping[str, EpisodeShape]) -> dict[str, int]:
+    """``info`` entries of the episode shapes: ``ways``, ``shots``, ``queries`` and ``train_*`` where they differ."""
+    test, train = shapes["test"], shapes["train"]
+    record = {"ways": int(test.ways), "shots": int(test.shots), "queries": int(test.queries)}
+    record.update({f"train_{k}": int(v) for k, v in train._asdict().items() if v != getattr(test, k)})
+    return record
 
 
 def _rotate(images: Array, k: Array) -> Array:
@@ -178,6 +218,7 @@ def episode_source(
     class_names: Sequence[str] | None = None,
     name: str = "episodes",
     info: Mapping[str, Any] | None = None,
+    train: TrainShape | None = None,
 ) -> TaskSource:
     """A :class:`TaskSource` of N-way episodes over ``images`` with fixed class splits.
 
@@ -193,9 +234,11 @@ def episode_source(
       class_names: a name per class of ``images``, recorded in ``info["classes"]``.
       name: dataset name for messages and ``info``.
       info: extra JSON-able facts for ``info`` (archives, checksums, split name).
+      train: ``(ways, shots, queries)`` of training episodes where they differ from the
+        test's (``None`` entries keep the test value); :func:`episode_shapes`.
 
     Returns:
-      ``TaskSource`` with loss ``"cross_entropy"`` and ``output_dim = ways``;
+      ``TaskSource`` with loss ``"cross_entropy"`` and ``output_dim`` the larger of the train and test ways;
       ``info["classes"]`` maps each split to its class names, so a run saves them.
 
     Example::
@@ -216,6 +259,7 @@ def episode_source(
         )
     num_classes, per_class = images.shape[:2]
     ids = {}
+    shapes = episode_shapes(ways, shots, queries, train)
     for split in SPLITS:
         array = np.asarray(list(splits[split]) if not isinstance(splits[split], np.ndarray) else splits[split])
         if array.size and (array.min() < 0 or array.max() >= num_classes):
@@ -223,15 +267,14 @@ def episode_source(
         if len(np.unique(array)) != array.size:
             raise DataError(f"{name}: split {split!r} lists a class twice; fix the split.")
         check_request(
-            ways,
-            shots,
-            queries,
+            *shapes[split],
             augment,
             num_classes=array.size,
             per_class=per_class,
             image_shape=images.shape[2:],
             split=split,
             name=name,
+            keys=request_keys(split, shapes),
         )
         ids[split] = array.astype(np.int32)
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
@@ -244,18 +287,12 @@ def episode_source(
     def sample(key: PRNGKey, split: str) -> Task:
         if split not in device_ids:
             raise DataError(f"{name}: unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-        return sample_episode(key, device_images, device_ids[split], ways, shots, queries, augment)
+        return sample_episode(key, device_images, device_ids[split], *shapes[split], augment)
 
     shape = tuple(int(d) for d in images.shape[2:])
-    example = Task(
-        Split(jnp.zeros((ways * shots, *shape), jnp.float32), jnp.zeros((ways * shots,), jnp.int32)),
-        Split(jnp.zeros((ways * queries, *shape), jnp.float32), jnp.zeros((ways * queries,), jnp.int32)),
-    )
     record = {
         "name": name,
-        "ways": int(ways),
-        "shots": int(shots),
-        "queries": int(queries),
+        **shape_record(shapes),
         "augment": augment,
         "image_shape": list(shape),
         "images_per_class": int(per_class),
@@ -263,4 +300,19 @@ def episode_source(
         "num_classes": {split: int(array.size) for split, array in ids.items()},
         "classes": {split: [names[i] for i in array] for split, array in ids.items()},
     }
-    return TaskSource(sample, example, int(ways), "cross_entropy", record)
+    return episode_task_source(sample, None, shapes, shape, record)
+
+
+def episode_task_source(sample, host_sample, shapes: Mapping[str, EpisodeShape], image_shape, info) -> TaskSource:
+    """The :class:`TaskSource` of an episode sampler (on device or on the host) with per-split ``shapes``."""
+    example = episode_example(shapes["test"], image_shape)
+    train = episode_example(shapes["train"], image_shape) if shapes["train"] != shapes["test"] else None
+    output_dim = int(max(shapes["train"].ways, shapes["test"].ways))
+    return TaskSource(sample, example, output_dim, "cross_entropy", info, host_sample, train)
+
+
+def request_keys(split: str, shapes: Mapping[str, EpisodeShape]) -> dict[str, str]:
+    """Config keys to name in messages: ``data.train_ways`` for a train split shape set apart from the test's."""
+    if split != "train":
+        return {}
+    return {k: f"train_{k}" for k in EpisodeShape._fields if getattr(shapes["train"], k) != getattr(shapes["test"], k)}

@@ -240,6 +240,9 @@ def miniimagenet(
     cache_dir: str | None = None,
     check_counts: bool = True,
     placement: str = "device",
+    train_ways: int | None = None,
+    train_shots: int | None = None,
+    train_queries: int | None = None,
 ) -> TaskSource:
     """N-way K-shot miniImageNet episodes (Ravi & Larochelle split), sampled on device or on the host.
 
@@ -254,6 +257,8 @@ def miniimagenet(
       check_counts: require the published 64 / 16 / 20 classes.
       placement: ``"device"`` (the 2.1 GB uint8 array on the accelerator, sampled inside the step) or
         ``"host"`` (kept in host memory, each step's batch gathered there; :mod:`metajax.data.streamed`).
+      train_ways, train_shots, train_queries: training episodes' N, K, Q where they differ from the
+        test's (ProtoNets train 30-way, MetaOptNet 15-shot); ``None`` keeps ``ways``, ``shots``, ``queries``.
 
     Returns:
       ``TaskSource`` with ``x`` ``(ways*shots, s, s, 3)`` float32 in [0, 1].
@@ -269,4 +274,5 @@ def miniimagenet(
     )
     info = {"split": "ravi_larochelle", "image_size": image_size, **info}
     make = host_episode_source if placement == "host" else episode_source
-    return make(images, splits, ways, shots, queries, augment, class_names=names, name=NAME, info=info)
+    train = (train_ways, train_shots, train_queries)
+    return make(images, splits, ways, shots, queries, augment, class_names=names, name=NAME, info=info, train=train)

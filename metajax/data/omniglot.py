@@ -295,6 +295,8 @@ def load_omniglot(
       cache_dir: cache folder (see :func:`metajax.data.images.default_cache_dir`).
       source: ``"files"`` (zips/folders) or ``"tfds"`` (a prepared tfds ``omniglot``; no cache).
       data_dir: tfds data folder for ``source="tfds"``.
+      train_ways, train_shots, train_queries: training episodes' N, K, Q where they differ from the
+        test's (ProtoNets train 30-way, MetaOptNet 15-shot); ``None`` keeps ``ways``, ``shots``, ``queries``.
 
     Returns:
       :class:`Omniglot` with images ``(characters, 20, image_size, image_size, 1)`` ``uint8``.
@@ -403,6 +405,9 @@ def omniglot(
     source: str = "files",
     seed: int = 0,
     data_dir: str | None = None,
+    train_ways: int | None = None,
+    train_shots: int | None = None,
+    train_queries: int | None = None,
 ) -> TaskSource:
     """N-way K-shot Omniglot episodes sampled on device.
 
@@ -453,4 +458,5 @@ def omniglot(
         class_names=data.names,
         name="omniglot",
         info=info,
+        train=(train_ways, train_shots, train_queries),
     )

@@ -32,6 +32,9 @@ class TaskSource(NamedTuple):
       host_sample: ``host_sample(seed, split, num) -> Task`` of numpy arrays
         with a leading task axis of ``num``, a pure function of the int tuple
         ``seed``; ``None`` for an on-device source.
+      train_example: the train split's task where its shapes differ from
+        ``example`` (e.g. ProtoNets' 30-way training episodes for 5-way
+        tests); ``None`` when all splits share ``example``.
     """
 
     sample: Optional[Callable[[PRNGKey, str], Task]]
@@ -40,6 +43,11 @@ class TaskSource(NamedTuple):
     loss: str
     info: dict[str, Any]
     host_sample: Optional[Callable[[Sequence[int], str, int], Task]] = None
+    train_example: Optional[Task] = None
+
+    def example_for(self, split: str) -> Task:
+        """The task shapes of ``split``: ``train_example`` for training where set, else ``example``."""
+        return self.train_example if split == "train" and self.train_example is not None else self.example
 
     @property
     def on_host(self) -> bool:

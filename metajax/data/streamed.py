@@ -28,7 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.core.tasks import Split, Task
-from metajax.data.episodes import available_classes, check_request
+from metajax.data.episodes import (
+    TrainShape,
+    available_classes,
+    check_request,
+    episode_shapes,
+    episode_task_source,
+    request_keys,
+    shape_record,
+)
 from metajax.data.source import SPLITS, TaskSource
 from metajax.errors import DataError
 
@@ -113,13 +121,14 @@ def host_episode_source(
     class_names: Sequence[str] | None = None,
     name: str = "episodes",
     info: Mapping[str, Any] | None = None,
+    train: TrainShape | None = None,
 ) -> TaskSource:
     """A host-sampled :class:`TaskSource` (``sample=None``, ``host_sample`` set) over classes of any size.
 
     Args:
       classes: per class, ``(count, h, w, c)`` images, all of one shape; ``uint8`` keeps host memory 4x smaller.
       splits: ``{"train": ids, "val": ids, "test": ids}``, indices into ``classes``.
-      ways, shots, queries, augment: as :func:`metajax.data.episodes.episode_source`.
+      ways, shots, queries, augment, train: as :func:`metajax.data.episodes.episode_source`.
       class_names, name, info: recorded in ``info`` as there.
 
     Raises:
@@ -138,6 +147,7 @@ def host_episode_source(
     if len(shapes) != 1 or any(np.ndim(c) != 4 for c in classes):
         raise DataError(f"{name}: every class must be (count, h, w, c) of one shape, got {sorted(shapes)}; resize.")
     shape = shapes.pop()
+    episode = episode_shapes(ways, shots, queries, train)
     ids = {}
     for split in SPLITS:
         if split not in splits:
@@ -147,15 +157,14 @@ def host_episode_source(
             raise DataError(f"{name}: split {split!r} has class indices outside 0..{len(classes) - 1}; fix the split.")
         smallest = min((len(classes[i]) for i in array), default=0)
         check_request(
-            ways,
-            shots,
-            queries,
+            *episode[split],
             augment,
             num_classes=array.size,
             per_class=smallest,
             image_shape=shape,
             split=split,
             name=name,
+            keys=request_keys(split, episode),
         )
         ids[split] = array
 
@@ -163,20 +172,14 @@ def host_episode_source(
         if split not in ids:
             raise DataError(f"{name}: unknown split {split!r}; use one of {', '.join(SPLITS)}.")
         rng = np.random.default_rng([int(s) for s in seed])
-        tasks = [sample_host_episode(rng, classes, ids[split], ways, shots, queries, augment) for _ in range(num)]
+        tasks = [sample_host_episode(rng, classes, ids[split], *episode[split], augment) for _ in range(num)]
         return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *tasks)
 
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(classes))]
-    example = Task(
-        Split(np.zeros((ways * shots, *shape), np.float32), np.zeros((ways * shots,), np.int32)),
-        Split(np.zeros((ways * queries, *shape), np.float32), np.zeros((ways * queries,), np.int32)),
-    )
     record = {
         "name": name,
         "placement": "host",
-        "ways": int(ways),
-        "shots": int(shots),
-        "queries": int(queries),
+        **shape_record(episode),
         "augment": augment,
         "image_shape": list(shape),
         "images": int(sum(len(c) for c in classes)),
@@ -184,4 +187,4 @@ def host_episode_source(
         "num_classes": {split: int(array.size) for split, array in ids.items()},
         "classes": {split: [names[i] for i in array] for split, array in ids.items()},
     }
-    return TaskSource(None, example, int(ways), "cross_entropy", record, host_sample)
+    return episode_task_source(None, host_sample, episode, shape, record)

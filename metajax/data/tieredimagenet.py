@@ -135,6 +135,9 @@ def tieredimagenet(
     max_per_class: int | None = None,
     check_counts: bool = True,
     placement: str = "device",
+    train_ways: int | None = None,
+    train_shots: int | None = None,
+    train_queries: int | None = None,
 ) -> TaskSource:
     """N-way K-shot tieredImageNet episodes, sampled on device from a dense array or on the host from all images.
 
@@ -145,12 +148,16 @@ def tieredimagenet(
     (``max_per_class`` still caps a class if given) and each step's batch is
     gathered there (:mod:`metajax.data.streamed`).
 
+    ``train_ways``, ``train_shots``, ``train_queries`` set training episodes apart from the test's
+    (``None`` keeps ``ways``, ``shots``, ``queries``).
+
     Example::
 
       source = tieredimagenet(ways=5, shots=1, max_per_class=600)
       task = source.sample(jax.random.key(0), "train")  # support x (5, 84, 84, 3)
     """
     check_placement(placement, NAME)
+    train = (train_ways, train_shots, train_queries)
     by_split, categories, info = load_tieredimagenet(
         root, image_size=image_size, resample=resample, check_counts_=check_counts
     )
@@ -169,9 +176,9 @@ def tieredimagenet(
         kept = [images[:max_per_class] for images in classes.values()]
         info["dropped_images"] = int(sum(len(v) for v in classes.values()) - sum(len(v) for v in kept))
         return host_episode_source(
-            kept, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info
+            kept, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info, train=train
         )
     images, info["dropped_images"] = stack_classes(classes, NAME, max_per_class=max_per_class)
     return episode_source(
-        images, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info
+        images, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info, train=train
     )

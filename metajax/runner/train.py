@@ -117,16 +117,19 @@ def _shapes(task) -> str:
 def check_source(source, name: str, key: PRNGKey) -> None:
     """Checks a task source against its own contract, without compiling.
 
-    Every split's sampled task must have its ``example``'s shapes and dtypes
-    (the model is initialised from the example), and the targets must suit
+    Every split's sampled task must have the shapes and dtypes of its example
+    (``source.example_for(split)``; the model is initialised from
+    ``source.example``), and the targets must suit
     the loss: ``mse`` targets ``(n, output_dim)`` (a mismatch would broadcast
     silently), ``cross_entropy`` integer labels ``(n,)`` in ``[0, output_dim)``.
 
     Raises:
       ConfigError: one line naming the dataset, the split and the shapes.
     """
-    example = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), source.example)
     for split in ("train", "val", "test"):
+        example = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), source.example_for(split)
+        )
         try:
             if source.on_host:  # one task, drawn on the host: cheap, and its shapes are what the step will get
                 got = jax.tree_util.tree_map(
@@ -176,7 +179,7 @@ def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, HoistedJit, di
     try:
         state = initial_state(c, key)
         step = HoistedJit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=(0,))
-        step.trace(state, key, *task_batch(example, config["meta_batch_size"], c.source.on_host))
+        step.trace(state, key, *task_batch(c.source.example_for("train"), config["meta_batch_size"], c.source.on_host))
         eval_batch = min(config["eval"]["batch_size"], max(config["eval"]["tasks"], 1))
         keys = jax.random.split(key, eval_batch)
         evaluators = {}
@@ -308,7 +311,7 @@ def _train(
     t0 = time.perf_counter()
     state = jax.block_until_ready(jax.device_put(state))
     compiled = train_step.compile(
-        state, k_train, *task_batch(c.source.example, config["meta_batch_size"], c.source.on_host)
+        state, k_train, *task_batch(c.source.example_for("train"), config["meta_batch_size"], c.source.on_host)
     )
     compile_s = time.perf_counter() - t0
 

@@ -203,3 +203,44 @@ def test_impossible_requests_fail_before_compilation():
     ids = jnp.asarray(SPLITS["val"])
     traced = jax.jit(lambda k: sample_episode(k, jnp.asarray(images), ids, 4, 1, 1))
     one_line_error(lambda: traced.lower(jax.random.key(0)), "4-way", "has 3")
+
+
+@pytest.mark.parametrize("placement", ["device", "host"])
+def test_training_episodes_may_have_their_own_ways_shots_and_queries(placement):
+    """ProtoNets train 30-way for 5-way tests: the train split gets train_*; val and test keep ways/shots/queries."""
+    from metajax.data.streamed import host_episode_source
+
+    images = identity_images()
+    if placement == "device":
+        source = episode_source(images, SPLITS, ways=2, shots=1, queries=2, train=(5, 2, None))
+        draw = {s: jax.device_get(sample_tasks(source, jax.random.key(1), 8, s)) for s in ("train", "test")}
+    else:
+        source = host_episode_source(list(images), SPLITS, ways=2, shots=1, queries=2, train=(5, 2, None))
+        draw = {s: source.host_sample((1,), s, 8) for s in ("train", "test")}
+    assert source.output_dim == 5 and source.info["train_ways"] == 5 and source.info["train_shots"] == 2
+    assert "train_queries" not in source.info and source.info["ways"] == 2
+    assert draw["train"].support.x.shape[1:] == source.example_for("train").support.x.shape == (10, SIDE, SIDE, 1)
+    assert draw["train"].query.y.shape == (8, 10) and sorted(set(draw["train"].support.y[0])) == list(range(5))
+    assert draw["test"].support.x.shape[1:] == source.example.support.x.shape == (2, SIDE, SIDE, 1)
+    assert source.example_for("val") is source.example
+    for t in range(8):  # every train episode: 5 distinct classes, none in both support and query
+        sc, si, _ = decode(draw["train"].support.x[t])
+        qc, qi, _ = decode(draw["train"].query.x[t])
+        assert len(set(sc)) == 5 and not set(zip(sc, si, strict=True)) & set(zip(qc, qi, strict=True))
+    same = episode_source(images, SPLITS, ways=2, shots=1, queries=2, train=(2, None, None))
+    assert same.train_example is None and same.output_dim == 2
+
+
+def test_an_impossible_training_shape_names_its_key():
+    images = identity_images()
+    one_line_error(
+        lambda: episode_source(images, SPLITS, ways=2, queries=1, train=(7, None, None)),
+        "7-way",
+        "split 'train' has 6",
+        "data.train_ways",
+    )
+    one_line_error(
+        lambda: episode_source(images, SPLITS, ways=2, queries=1, train=(None, 4, 3)),
+        "4 + 3 = 7",
+        "data.train_shots or data.train_queries",
+    )

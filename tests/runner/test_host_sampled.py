@@ -79,3 +79,18 @@ def test_maml_trains_from_the_host(overrides, tmp_path):
     config = apply_overrides(experiment_config("maml-miniimagenet-5w1s-tiny"), overrides)
     results = run(config, tmp_path / "maml", progress=False)
     assert results["step"] == 4 and np.isfinite(results["post_adaptation"]["loss"]["mean"])
+
+
+@pytest.mark.parametrize("placement", ["device", "host"])
+def test_training_episodes_of_their_own_shape(overrides, placement, tmp_path):
+    """``data.train_ways`` / ``train_queries``: ProtoNets-style wider training episodes, 5-way tests."""
+    base = [o for o in overrides if not o.startswith("data.placement")]
+    config = apply_overrides(
+        experiment_config(NAME), [*base, f"data.placement={placement}", "data.train_ways=8", "data.train_queries=1"]
+    )
+    results = run(config, tmp_path / placement, progress=False)
+    data = json.loads((tmp_path / placement / "run.json").read_text())["data"]
+    assert data["train_ways"] == 8 and data["train_queries"] == 1 and data["ways"] == 5
+    assert results["step"] == 4 and np.isfinite(results["post_adaptation"]["accuracy"]["mean"])
+    source = load_run(tmp_path / placement).components.source
+    assert source.example_for("train").support.x.shape[0] == 8 and source.example.query.x.shape[0] == 10

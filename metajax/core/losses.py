@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -45,6 +46,28 @@ def cross_entropy(logits: Array, labels: Array) -> tuple[Array, Metrics]:
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
     return loss, {"loss": loss, "accuracy": accuracy}
+
+
+def smoothed_cross_entropy(epsilon: float) -> LossFn:
+    """Cross-entropy against label-smoothed targets: ``1 - epsilon`` on the label, ``epsilon`` shared by the others.
+
+    As MetaOptNet trains: with ``k`` classes, each other class gets
+    ``epsilon / (k - 1)``. Classes whose logits are ``-inf`` (absent from a
+    task's support set) are not classes of the task and get no mass. The
+    metrics are those of :func:`cross_entropy` with ``loss`` the smoothed loss.
+    """
+
+    def loss_fn(logits: Array, labels: Array) -> tuple[Array, Metrics]:
+        _, metrics = cross_entropy(logits, labels)
+        present = jnp.all(jnp.isfinite(logits), axis=0)  # (classes,)
+        others = jnp.maximum(jnp.sum(present) - 1, 1)
+        onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+        targets = jnp.where(present, onehot * (1 - epsilon) + (1 - onehot) * epsilon / others, 0.0)
+        log_p = jax.nn.log_softmax(jnp.where(present, logits, -1e30))  # no -inf * 0
+        loss = -jnp.mean(jnp.sum(targets * log_p, axis=-1))
+        return loss, {**metrics, "loss": loss}
+
+    return loss_fn
 
 
 LOSSES: dict[str, LossFn] = {"mse": mse, "cross_entropy": cross_entropy}

@@ -18,6 +18,7 @@ no TensorFlow); prepare the dataset once with ``tfds build cifar100``
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,7 @@ def class_splits(benchmark: str, superclass: dict[str, str] | None = None) -> di
 
 
 def _source(
-    benchmark: str, ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train
+    benchmark: str, ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train, image_augment
 ) -> TaskSource:
     by_class, superclass = load_cifar100(data_dir, image_size, resample)
     names = class_splits(benchmark, superclass)
@@ -144,7 +145,17 @@ def _source(
         "dropped_images": dropped,
     }
     return episode_source(
-        images, splits, ways, shots, queries, augment, class_names=order, name=benchmark, info=info, train=train
+        images,
+        splits,
+        ways,
+        shots,
+        queries,
+        augment,
+        class_names=order,
+        name=benchmark,
+        info=info,
+        train=train,
+        image_augment=image_augment,
     )
 
 
@@ -161,6 +172,7 @@ def cifarfs(
     train_ways: int | None = None,
     train_shots: int | None = None,
     train_queries: int | None = None,
+    image_augment: Sequence[str] | None = None,
 ) -> TaskSource:
     """N-way K-shot CIFAR-FS episodes (64 / 16 / 20 classes), sampled on device.
 
@@ -173,6 +185,8 @@ def cifarfs(
       check_counts: require the published class counts.
       train_ways, train_shots, train_queries: training episodes' N, K, Q where they differ from the
         test's (ProtoNets train 30-way, MetaOptNet 15-shot); ``None`` keeps ``ways``, ``shots``, ``queries``.
+      image_augment: training-time image augmentation, e.g. ``["crop:4", "color:0.4", "flip"]``
+        (MetaOptNet's; :mod:`metajax.data.augment`); ``None`` for none.
 
     Example::
 
@@ -180,7 +194,9 @@ def cifarfs(
       task = source.sample(jax.random.key(0), "train")  # support x (5, 32, 32, 3)
     """
     train = (train_ways, train_shots, train_queries)
-    return _source("cifarfs", ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train)
+    return _source(
+        "cifarfs", ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train, image_augment
+    )
 
 
 @register("datasets", "fc100")
@@ -196,6 +212,7 @@ def fc100(
     train_ways: int | None = None,
     train_shots: int | None = None,
     train_queries: int | None = None,
+    image_augment: Sequence[str] | None = None,
 ) -> TaskSource:
     """N-way K-shot FC100 episodes (superclass split: 60 / 20 / 20 classes), sampled on device.
 
@@ -205,4 +222,6 @@ def fc100(
       task = source.sample(jax.random.key(0), "test")  # classes of aquatic mammals, insects, ...
     """
     train = (train_ways, train_shots, train_queries)
-    return _source("fc100", ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train)
+    return _source(
+        "fc100", ways, shots, queries, augment, image_size, data_dir, resample, check_counts, train, image_augment
+    )

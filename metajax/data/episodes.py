@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.core.tasks import Split, Task
+from metajax.data.augment import task_augmentation
 from metajax.data.source import SPLITS, TaskSource
 from metajax.errors import DataError
 from metajax.typing import Array, PRNGKey
@@ -219,6 +220,7 @@ def episode_source(
     name: str = "episodes",
     info: Mapping[str, Any] | None = None,
     train: TrainShape | None = None,
+    image_augment: Sequence[str] | None = None,
 ) -> TaskSource:
     """A :class:`TaskSource` of N-way episodes over ``images`` with fixed class splits.
 
@@ -236,6 +238,8 @@ def episode_source(
       info: extra JSON-able facts for ``info`` (archives, checksums, split name).
       train: ``(ways, shots, queries)`` of training episodes where they differ from the
         test's (``None`` entries keep the test value); :func:`episode_shapes`.
+      image_augment: training-time image augmentation, e.g. ``["crop:8", "color:0.4", "flip"]``
+        (:mod:`metajax.data.augment`); applied to training tasks only.
 
     Returns:
       ``TaskSource`` with loss ``"cross_entropy"`` and ``output_dim`` the larger of the train and test ways;
@@ -300,15 +304,20 @@ def episode_source(
         "num_classes": {split: int(array.size) for split, array in ids.items()},
         "classes": {split: [names[i] for i in array] for split, array in ids.items()},
     }
-    return episode_task_source(sample, None, shapes, shape, record)
+    return episode_task_source(sample, None, shapes, shape, record, image_augment)
 
 
-def episode_task_source(sample, host_sample, shapes: Mapping[str, EpisodeShape], image_shape, info) -> TaskSource:
+def episode_task_source(
+    sample, host_sample, shapes: Mapping[str, EpisodeShape], image_shape, info, image_augment=None
+) -> TaskSource:
     """The :class:`TaskSource` of an episode sampler (on device or on the host) with per-split ``shapes``."""
     example = episode_example(shapes["test"], image_shape)
     train = episode_example(shapes["train"], image_shape) if shapes["train"] != shapes["test"] else None
     output_dim = int(max(shapes["train"].ways, shapes["test"].ways))
-    return TaskSource(sample, example, output_dim, "cross_entropy", info, host_sample, train)
+    augment = task_augmentation(image_augment, image_shape, info.get("name", "episodes"))
+    if augment is not None:
+        info = {**info, "image_augment": list(image_augment)}
+    return TaskSource(sample, example, output_dim, "cross_entropy", info, host_sample, train, augment)
 
 
 def request_keys(split: str, shapes: Mapping[str, EpisodeShape]) -> dict[str, str]:

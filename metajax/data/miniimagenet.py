@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +243,7 @@ def miniimagenet(
     train_ways: int | None = None,
     train_shots: int | None = None,
     train_queries: int | None = None,
+    image_augment: Sequence[str] | None = None,
 ) -> TaskSource:
     """N-way K-shot miniImageNet episodes (Ravi & Larochelle split), sampled on device or on the host.
 
@@ -259,6 +260,8 @@ def miniimagenet(
         ``"host"`` (kept in host memory, each step's batch gathered there; :mod:`metajax.data.streamed`).
       train_ways, train_shots, train_queries: training episodes' N, K, Q where they differ from the
         test's (ProtoNets train 30-way, MetaOptNet 15-shot); ``None`` keeps ``ways``, ``shots``, ``queries``.
+      image_augment: training-time image augmentation, e.g. ``["crop:8", "color:0.4", "flip"]``
+        (MetaOptNet's; :mod:`metajax.data.augment`); ``None`` for none.
 
     Returns:
       ``TaskSource`` with ``x`` ``(ways*shots, s, s, 3)`` float32 in [0, 1].
@@ -275,4 +278,16 @@ def miniimagenet(
     info = {"split": "ravi_larochelle", "image_size": image_size, **info}
     make = host_episode_source if placement == "host" else episode_source
     train = (train_ways, train_shots, train_queries)
-    return make(images, splits, ways, shots, queries, augment, class_names=names, name=NAME, info=info, train=train)
+    return make(
+        images,
+        splits,
+        ways,
+        shots,
+        queries,
+        augment,
+        class_names=names,
+        name=NAME,
+        info=info,
+        train=train,
+        image_augment=image_augment,
+    )

@@ -35,6 +35,9 @@ class TaskSource(NamedTuple):
       train_example: the train split's task where its shapes differ from
         ``example`` (e.g. ProtoNets' 30-way training episodes for 5-way
         tests); ``None`` when all splits share ``example``.
+      train_augment: ``(key, task) -> task``, jittable, applied by the runner
+        to every training task on device after sampling (image augmentation,
+        :mod:`metajax.data.augment`); ``None`` for none.
     """
 
     sample: Optional[Callable[[PRNGKey, str], Task]]
@@ -44,6 +47,7 @@ class TaskSource(NamedTuple):
     info: dict[str, Any]
     host_sample: Optional[Callable[[Sequence[int], str, int], Task]] = None
     train_example: Optional[Task] = None
+    train_augment: Optional[Callable[[PRNGKey, Task], Task]] = None
 
     def example_for(self, split: str) -> Task:
         """The task shapes of ``split``: ``train_example`` for training where set, else ``example``."""

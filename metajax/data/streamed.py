@@ -122,13 +122,15 @@ def host_episode_source(
     name: str = "episodes",
     info: Mapping[str, Any] | None = None,
     train: TrainShape | None = None,
+    image_augment: Sequence[str] | None = None,
 ) -> TaskSource:
     """A host-sampled :class:`TaskSource` (``sample=None``, ``host_sample`` set) over classes of any size.
 
     Args:
       classes: per class, ``(count, h, w, c)`` images, all of one shape; ``uint8`` keeps host memory 4x smaller.
       splits: ``{"train": ids, "val": ids, "test": ids}``, indices into ``classes``.
-      ways, shots, queries, augment, train: as :func:`metajax.data.episodes.episode_source`.
+      ways, shots, queries, augment, train, image_augment: as :func:`metajax.data.episodes.episode_source`
+        (augmentation runs on device, in the compiled step).
       class_names, name, info: recorded in ``info`` as there.
 
     Raises:
@@ -187,4 +189,4 @@ def host_episode_source(
         "num_classes": {split: int(array.size) for split, array in ids.items()},
         "classes": {split: [names[i] for i in array] for split, array in ids.items()},
     }
-    return episode_task_source(None, host_sample, episode, shape, record)
+    return episode_task_source(None, host_sample, episode, shape, record, image_augment)

@@ -22,6 +22,7 @@ the compiled step (:mod:`metajax.data.streamed`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,7 @@ def tieredimagenet(
     train_ways: int | None = None,
     train_shots: int | None = None,
     train_queries: int | None = None,
+    image_augment: Sequence[str] | None = None,
 ) -> TaskSource:
     """N-way K-shot tieredImageNet episodes, sampled on device from a dense array or on the host from all images.
 
@@ -149,7 +151,8 @@ def tieredimagenet(
     gathered there (:mod:`metajax.data.streamed`).
 
     ``train_ways``, ``train_shots``, ``train_queries`` set training episodes apart from the test's
-    (``None`` keeps ``ways``, ``shots``, ``queries``).
+    (``None`` keeps ``ways``, ``shots``, ``queries``); ``image_augment`` augments training
+    images on device (:mod:`metajax.data.augment`).
 
     Example::
 
@@ -176,9 +179,29 @@ def tieredimagenet(
         kept = [images[:max_per_class] for images in classes.values()]
         info["dropped_images"] = int(sum(len(v) for v in classes.values()) - sum(len(v) for v in kept))
         return host_episode_source(
-            kept, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info, train=train
+            kept,
+            splits,
+            ways,
+            shots,
+            queries,
+            augment,
+            class_names=list(classes),
+            name=NAME,
+            info=info,
+            train=train,
+            image_augment=image_augment,
         )
     images, info["dropped_images"] = stack_classes(classes, NAME, max_per_class=max_per_class)
     return episode_source(
-        images, splits, ways, shots, queries, augment, class_names=list(classes), name=NAME, info=info, train=train
+        images,
+        splits,
+        ways,
+        shots,
+        queries,
+        augment,
+        class_names=list(classes),
+        name=NAME,
+        info=info,
+        train=train,
+        image_augment=image_augment,
     )

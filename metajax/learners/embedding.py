@@ -30,6 +30,7 @@ def embedding_learner(
     init: Callable[[PRNGKey, Task], tuple[MetaParams, ModelState]],
     fit: Fit,
     score: Score,
+    train_loss: LossFn | None = None,
 ) -> Learner:
     """A :class:`Learner` from a closed-form head ``fit`` on support embeddings and its ``score``.
 
@@ -37,7 +38,8 @@ def embedding_learner(
     which ``adapt`` returns and ``predict`` uses. Support and query are
     embedded in separate forward passes, so with batch statistics the query
     never changes the fitted head, and ``adapt`` then ``predict`` gives what
-    ``evaluate`` scores.
+    ``evaluate`` scores. ``train_loss`` (e.g. label-smoothed) replaces ``loss`` in
+    training only; evaluation reports ``loss``.
     """
 
     def embed(params, state: ModelState, x: Array, *, train: bool) -> tuple[Array, ModelState]:
@@ -57,7 +59,7 @@ def embedding_learner(
     def task_loss(meta_params, state, task: Task, key: PRNGKey):
         del key
         logits, state = query_logits(meta_params, state, task, train=True)
-        value, metrics = loss(logits, task.query.y)
+        value, metrics = (train_loss or loss)(logits, task.query.y)
         return value, (state, metrics)
 
     def evaluate(meta_params, state, task: Task, key: PRNGKey, steps: int):

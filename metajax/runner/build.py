@@ -69,14 +69,21 @@ def build(config: Config) -> Components:
     step = meta_step(learner, outer_opt, task_batching=config["task_batching"])
     meta_batch = config["meta_batch_size"]
 
+    def augmented(tasks: Task, k_tasks: PRNGKey) -> Task:
+        if source.train_augment is None:
+            return tasks
+        keys = jax.random.split(jax.random.fold_in(k_tasks, 1), meta_batch)
+        return jax.vmap(source.train_augment)(keys, tasks)
+
     def train_step(state: MetaState, key: PRNGKey) -> tuple[MetaState, Metrics]:
         """Samples a task batch on device and takes one meta-step: one compiled call."""
         k_tasks, k_step = jax.random.split(key)
-        return step(state, sample_tasks(source, k_tasks, meta_batch, "train"), k_step)
+        return step(state, augmented(sample_tasks(source, k_tasks, meta_batch, "train"), k_tasks), k_step)
 
     def host_train_step(state: MetaState, key: PRNGKey, tasks: Task) -> tuple[MetaState, Metrics]:
         """One meta-step on a task batch sampled on the host (the same key split as on device)."""
-        return step(state, tasks, jax.random.split(key)[1])
+        k_tasks, k_step = jax.random.split(key)
+        return step(state, augmented(tasks, k_tasks), k_step)
 
     return Components(config, source, model, learner, outer_opt, host_train_step if source.on_host else train_step)
 

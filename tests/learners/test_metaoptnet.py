@@ -186,12 +186,30 @@ def test_metaoptnet_trains_on_separable_tasks():
 
 
 @pytest.mark.parametrize(
-    ("config", "key"), [({"C": 0.0}, "learner.C"), ({"iterations": 0}, "learner.iterations"), ({"ways": 0}, "ways")]
+    ("config", "key"),
+    [
+        ({"C": 0.0}, "learner.C"),
+        ({"iterations": 0}, "learner.iterations"),
+        ({"ways": 0}, "ways"),
+        ({"label_smoothing": 1.0}, "learner.label_smoothing"),
+    ],
 )
 def test_bad_config_is_one_line(config, key):
     with pytest.raises(ValueError, match=key) as error:
         metaoptnet(None, cross_entropy, **config)
     assert "\n" not in str(error.value)
+
+
+def test_label_smoothing_changes_the_training_loss_only():
+    model = Model(lambda key, x: ({"w": jnp.eye(2)}, {}), lambda p, s, x, *, train: (x @ p["w"], s))
+    y = jnp.array([0, 1, 0, 1])
+    x = jnp.array([[1.0, 0.2], [-1.0, 0.1], [0.8, -0.3], [-0.9, 0.0]])
+    task = Task(Split(x, y), Split(x + 0.1, y))
+    plain, smoothed = (metaoptnet(model, cross_entropy, label_smoothing=e) for e in (0.0, 0.1))
+    meta, state = plain.init(jax.random.key(0), task)
+    assert plain.task_loss(meta, state, task, None)[0] != smoothed.task_loss(meta, state, task, None)[0]
+    for name, value in plain.evaluate(meta, state, task, None, 0).items():
+        np.testing.assert_array_equal(value, smoothed.evaluate(meta, state, task, None, 0)[name])
 
 
 @pytest.mark.slow

@@ -94,3 +94,26 @@ def test_training_episodes_of_their_own_shape(overrides, placement, tmp_path):
     assert results["step"] == 4 and np.isfinite(results["post_adaptation"]["accuracy"]["mean"])
     source = load_run(tmp_path / placement).components.source
     assert source.example_for("train").support.x.shape[0] == 8 and source.example.query.x.shape[0] == 10
+
+
+@pytest.mark.parametrize("placement", ["device", "host"])
+def test_image_augmentation_changes_training_only(overrides, placement, tmp_path):
+    """With ``data.image_augment`` the train step sees augmented tasks; evaluation is unchanged for the same state."""
+    from metajax.runner.build import build
+
+    base = [o for o in overrides if not o.startswith("data.placement")] + [f"data.placement={placement}"]
+    augmented = apply_overrides(experiment_config(NAME), [*base, 'data.image_augment=["crop:2", "color:0.4", "flip"]'])
+    results = run(augmented, tmp_path / placement, progress=False)
+    assert json.loads((tmp_path / placement / "run.json").read_text())["data"]["image_augment"][0] == "crop:2"
+    assert np.isfinite(results["post_adaptation"]["accuracy"]["mean"])
+    trained = load_run(tmp_path / placement)
+    plain = build(sampled_eval_config(trained.config))
+    assert trained.components.source.train_augment is not None and plain.source.train_augment is None
+    again = sampled_eval.test_results(
+        plain.learner, plain.source, trained.state, trained.config, steps=1, tasks=trained.config["eval"]["test_tasks"]
+    )
+    assert again["by_inner_step"] == results["by_inner_step"], "evaluation must not augment"
+
+
+def sampled_eval_config(config):
+    return {**config, "data": {k: v for k, v in config["data"].items() if k != "image_augment"}}

@@ -23,7 +23,8 @@ def ci95(values: np.ndarray, axis: int = 0) -> np.ndarray:
     n = values.shape[axis]
     if n < 2:
         return np.zeros_like(np.mean(values, axis=axis))
-    return 1.96 * np.std(values, axis=axis, ddof=1) / np.sqrt(n)
+    with np.errstate(invalid="ignore", over="ignore"):  # a diverged task's inf/NaN makes the interval NaN, knowingly
+        return 1.96 * np.std(values, axis=axis, ddof=1) / np.sqrt(n)
 
 
 def summarize(per_task: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:

@@ -36,7 +36,7 @@ import metajax.data.tieredimagenet  # noqa: F401  (registers "tieredimagenet")
 from metajax import register_experiment
 from metajax.registry import get
 
-from .omniglot import FINN, LI, NICHOL, RAGHU, SNELL
+from .omniglot import FINN, LI, NICHOL, PROTONET_OPT, RAGHU, SNELL
 
 VINYALS = "Vinyals, Blundell, Lillicrap, Kavukcuoglu, Wierstra. Matching Networks for One Shot Learning. NeurIPS 2016"
 RAVI = "Ravi, Larochelle. Optimization as a Model for Few-Shot Learning. ICLR 2017"
@@ -207,16 +207,7 @@ def protonet_config(shots: int) -> dict:
         "seed": 0,
         "steps": 30_000,
         "meta_batch_size": 1,
-        "outer_opt": {
-            "name": "adam",
-            "lr": {
-                "schedule": "exponential",
-                "init_value": 1e-3,
-                "transition_steps": 2000,
-                "decay_rate": 0.5,
-                "staircase": True,
-            },
-        },
+        "outer_opt": copy.deepcopy(PROTONET_OPT),
         "data": {**_data(shots), "train_ways": 30 if shots == 1 else 20},
         "model": {"name": "conv4-embedding", "filters": 64, "strided": False, "batch_norm": "standard"},
         "learner": {"name": "protonet", "distance": "euclidean"},

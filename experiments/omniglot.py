@@ -196,6 +196,19 @@ def reptile_config(ways: int, shots: int) -> dict:
     }
 
 
+# ProtoNets (Snell et al. 2017): Adam 1e-3, "cut the learning rate in half every 2000 episodes".
+PROTONET_OPT = {
+    "name": "adam",
+    "lr": {
+        "schedule": "exponential",
+        "init_value": 1e-3,
+        "transition_steps": 2000,
+        "decay_rate": 0.5,
+        "staircase": True,
+    },
+}
+
+
 def protonet_config(ways: int, shots: int) -> dict:
     """ProtoNets' Omniglot protocol (Snell et al. 2017, sec. 3.1).
 
@@ -210,16 +223,7 @@ def protonet_config(ways: int, shots: int) -> dict:
         "seed": 0,
         "steps": 20_000,
         "meta_batch_size": 1,
-        "outer_opt": {
-            "name": "adam",
-            "lr": {
-                "schedule": "exponential",
-                "init_value": 1e-3,
-                "transition_steps": 2000,
-                "decay_rate": 0.5,
-                "staircase": True,
-            },
-        },
+        "outer_opt": copy.deepcopy(PROTONET_OPT),
         "data": {
             "name": "omniglot",
             "ways": ways,

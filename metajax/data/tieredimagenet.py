@@ -175,25 +175,13 @@ def tieredimagenet(
         "image_size": image_size,
         "num_categories": {s: len({categories[c] for c in by_split[s]}) for s in SPLITS},
     }
-    if placement == "host":
-        kept = [images[:max_per_class] for images in classes.values()]
-        info["dropped_images"] = int(sum(len(v) for v in classes.values()) - sum(len(v) for v in kept))
-        return host_episode_source(
-            kept,
-            splits,
-            ways,
-            shots,
-            queries,
-            augment,
-            class_names=list(classes),
-            name=NAME,
-            info=info,
-            train=train,
-            image_augment=image_augment,
-        )
-    images, info["dropped_images"] = stack_classes(classes, NAME, max_per_class=max_per_class)
-    return episode_source(
-        images,
+    if placement == "host":  # every image of every class (max_per_class still caps a class)
+        data, make = [images[:max_per_class] for images in classes.values()], host_episode_source
+        info["dropped_images"] = int(sum(len(v) for v in classes.values()) - sum(len(v) for v in data))
+    else:
+        (data, info["dropped_images"]), make = stack_classes(classes, NAME, max_per_class=max_per_class), episode_source
+    return make(
+        data,
         splits,
         ways,
         shots,

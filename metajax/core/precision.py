@@ -51,8 +51,8 @@ def with_compute_dtype(apply, dtype: str):
     """
     low = compute_dtype(dtype)
 
-    def apply_low(params: Params, state, x, *, train: bool):
-        y, state = apply(cast_floating(params, low), state, cast_floating(x, low), train=train)
+    def apply_low(params: Params, state, x, *, train: bool, **rng):
+        y, state = apply(cast_floating(params, low), state, cast_floating(x, low), train=train, **rng)
         return cast_floating(y, jnp.float32), state
 
     return apply_low

@@ -42,8 +42,9 @@ def embedding_learner(
     training only; evaluation reports ``loss``.
     """
 
-    def embed(params, state: ModelState, x: Array, *, train: bool) -> tuple[Array, ModelState]:
-        z, state = model.apply(params, state, x, train=train)
+    def embed(params, state: ModelState, x: Array, *, train: bool, rng=None) -> tuple[Array, ModelState]:
+        stochastic = {"rng": rng} if model.stochastic and train else {}  # dropout / DropBlock in training only
+        z, state = model.apply(params, state, x, train=train, **stochastic)
         if z.ndim != 2:
             raise ValueError(
                 f"{name}: the model must return embeddings (n, features), got shape {z.shape}; "
@@ -51,14 +52,14 @@ def embedding_learner(
             )
         return z, state
 
-    def query_logits(meta_params, state, task: Task, *, train: bool):
-        z_support, state = embed(meta_params["params"], state, task.support.x, train=train)
-        z_query, state = embed(meta_params["params"], state, task.query.x, train=train)
+    def query_logits(meta_params, state, task: Task, *, train: bool, key: PRNGKey | None = None):
+        k_support, k_query = jax.random.split(key) if key is not None else (None, None)
+        z_support, state = embed(meta_params["params"], state, task.support.x, train=train, rng=k_support)
+        z_query, state = embed(meta_params["params"], state, task.query.x, train=train, rng=k_query)
         return score(fit(meta_params, z_support, task.support.y), z_query), state
 
     def task_loss(meta_params, state, task: Task, key: PRNGKey):
-        del key
-        logits, state = query_logits(meta_params, state, task, train=True)
+        logits, state = query_logits(meta_params, state, task, train=True, key=key if model.stochastic else None)
         value, metrics = (train_loss or loss)(logits, task.query.y)
         return value, (state, metrics)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import run
 
 
@@ -20,6 +22,7 @@ def test_suite_smoke(tmp_path, capsys):
     assert "mlp/maml-1-so" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sampling_benchmark_smoke(tmp_path):
     from benchmarks import sampling
 

@@ -75,13 +75,14 @@ def test_exported_host_episodes_are_the_ones_the_run_is_tested_on(straight, over
     np.testing.assert_array_equal(from_files["per_episode"]["accuracy"], sampled["accuracy"][:, -1])
 
 
+@pytest.mark.slow
 def test_maml_trains_from_the_host(overrides, tmp_path):
     config = apply_overrides(experiment_config("maml-miniimagenet-5w1s-tiny"), overrides)
     results = run(config, tmp_path / "maml", progress=False)
     assert results["step"] == 4 and np.isfinite(results["post_adaptation"]["loss"]["mean"])
 
 
-@pytest.mark.parametrize("placement", ["device", "host"])
+@pytest.mark.parametrize("placement", ["device", pytest.param("host", marks=pytest.mark.slow)])
 def test_training_episodes_of_their_own_shape(overrides, placement, tmp_path):
     """``data.train_ways`` / ``train_queries``: ProtoNets-style wider training episodes, 5-way tests."""
     base = [o for o in overrides if not o.startswith("data.placement")]
@@ -96,7 +97,7 @@ def test_training_episodes_of_their_own_shape(overrides, placement, tmp_path):
     assert source.example_for("train").support.x.shape[0] == 8 and source.example.query.x.shape[0] == 10
 
 
-@pytest.mark.parametrize("placement", ["device", "host"])
+@pytest.mark.parametrize("placement", ["device", pytest.param("host", marks=pytest.mark.slow)])
 def test_image_augmentation_changes_training_only(overrides, placement, tmp_path):
     """With ``data.image_augment`` the train step sees augmented tasks; evaluation is unchanged for the same state."""
     from metajax.runner.build import build

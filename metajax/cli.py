@@ -152,6 +152,12 @@ def _print_results(results: dict) -> None:
     curve = results["by_inner_step"]
     for name, s in curve.items():
         print(f"{name} by inner step: " + " ".join(f"{m:.4f}" for m in s["mean"]))
+    if results.get("diverged_tasks"):
+        print(
+            f"diverged: {results['diverged_tasks']} of {results['test_tasks']} test tasks (query loss non-finite or "
+            "10x its start at some inner step); median loss by inner step: "
+            + " ".join(f"{m:.4f}" for m in curve["loss"]["median"])
+        )
 
 
 if __name__ == "__main__":

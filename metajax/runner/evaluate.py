@@ -28,11 +28,40 @@ def ci95(values: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def summarize(per_task: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    """``{metric: {"mean": [...], "ci95": [...]}}`` over the task axis (axis 0)."""
+    """``{metric: {"mean": [...], "ci95": [...], "median": [...]}}`` over the task axis (axis 0).
+
+    The median is there because a few diverging tasks can dominate a mean (:func:`divergence`).
+    """
     return {
-        name: {"mean": np.mean(v, axis=0).tolist(), "ci95": ci95(np.asarray(v, np.float64)).tolist()}
+        name: {
+            "mean": np.mean(v, axis=0).tolist(),
+            "ci95": ci95(np.asarray(v, np.float64)).tolist(),
+            "median": np.median(v, axis=0).tolist(),
+        }
         for name, v in per_task.items()
     }
+
+
+# A task's inner loop diverged if its query loss at some inner step is non-finite
+# or this many times its loss before adaptation.
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence(per_task: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Which tasks' inner loops diverged: a non-finite query loss, or one ``DIVERGENCE_FACTOR`` x its start.
+
+    Args:
+      per_task: ``{metric: (tasks, steps + 1)}`` from :func:`evaluate`.
+
+    Returns:
+      ``{"diverged_tasks": count, "diverged_task_ids": [first 20 task indices]}``.
+    """
+    loss = np.asarray(per_task["loss"], np.float64)
+    start = loss[:, :1]
+    with np.errstate(invalid="ignore"):
+        bad = ~np.all(np.isfinite(loss), axis=1) | np.any(loss > DIVERGENCE_FACTOR * np.maximum(start, 1e-12), axis=1)
+    ids = np.flatnonzero(bad)
+    return {"diverged_tasks": int(ids.size), "diverged_task_ids": ids[:20].tolist()}
 
 
 def make_evaluator(
@@ -146,9 +175,11 @@ def test_results(
     )
     key = jax.random.fold_in(run_keys(config["seed"])[2], 1)
     chunks = eval_tasks(source, config, "test", tasks)
-    test = summarize(evaluate(tester, state, key, tasks, config["eval"]["batch_size"], chunks))
+    per_task = evaluate(tester, state, key, tasks, config["eval"]["batch_size"], chunks)
+    test = summarize(per_task)
     post = min(learner.inner_steps, steps)
     return {
+        **(divergence(per_task) if "loss" in per_task else {}),
         "experiment": config.get("experiment"),
         "step": int(state.step),
         "test_tasks": tasks,

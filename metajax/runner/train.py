@@ -23,6 +23,8 @@ from metajax.runner import metrics as metrics_file
 from metajax.runner.build import Components, build, initial_state, resolve_task_batching
 from metajax.runner.checkpoint import Checkpoints, comparable, config_changes
 from metajax.runner.evaluate import (
+    DIVERGENCE_FACTOR,  # noqa: F401  (re-exported)
+    divergence,
     eval_tasks,
     evaluate,
     host_tasks,
@@ -38,9 +40,6 @@ from metajax.typing import Config, Metrics, PRNGKey
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
-# A task's inner loop diverged if its query loss at some inner step is non-finite
-# or this many times its loss before adaptation.
-DIVERGENCE_FACTOR = 10.0
 
 
 def default_workdir(config: Config) -> Path:
@@ -215,22 +214,6 @@ def _score(summary: dict[str, Any], index: int) -> float:
     """Validation score, higher is better: accuracy if the task has it, else minus the loss; NaN is -inf."""
     score = summary["accuracy"]["mean"][index] if "accuracy" in summary else -summary["loss"]["mean"][index]
     return score if np.isfinite(score) else -float("inf")
-
-
-def divergence(per_task: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Which tasks' inner loops diverged: a non-finite query loss, or one ``DIVERGENCE_FACTOR`` x its start.
-
-    Args:
-      per_task: ``{metric: (tasks, steps + 1)}`` from :func:`evaluate`.
-
-    Returns:
-      ``{"diverged_tasks": count, "diverged_task_ids": [first 20 task indices]}``.
-    """
-    loss = np.asarray(per_task["loss"], np.float64)
-    start = loss[:, :1]
-    bad = ~np.all(np.isfinite(loss), axis=1) | np.any(loss > DIVERGENCE_FACTOR * np.maximum(start, 1e-12), axis=1)
-    ids = np.flatnonzero(bad)
-    return {"diverged_tasks": int(ids.size), "diverged_task_ids": ids[:20].tolist()}
 
 
 def _flat(summary: dict[str, Any], index: int, prefix: str) -> dict[str, float]:

@@ -154,6 +154,25 @@ def test_divergence_names_tasks_whose_inner_loop_blew_up():
     assert divergence({"loss": loss}) == {"diverged_tasks": 2, "diverged_task_ids": [1, 2]}
 
 
+def test_test_results_count_diverged_tasks_and_give_medians(capsys):
+    """An inner step size of 0.5 blows up sinusoid MSE: results say how many tasks diverged, and the CLI prints it."""
+    from metajax.cli import _print_results
+    from metajax.runner.build import build, initial_state
+    from metajax.runner.evaluate import test_results
+    from metajax.runner.train import prepare_config
+
+    for lr, diverged in ((0.5, True), (0.01, False)):
+        config = prepare_config(_config(f"inner_lr={lr}"))
+        c = build(config)
+        state = initial_state(c, jax.random.key(0))
+        results = test_results(c.learner, c.source, state, config, steps=3, tasks=40)
+        loss = results["by_inner_step"]["loss"]
+        assert len(loss["median"]) == 4 and loss["median"][0] <= loss["mean"][0] * 2
+        assert (results["diverged_tasks"] > 30) == diverged and (results["diverged_tasks"] == 0) != diverged
+        _print_results(results)
+        assert ("diverged: " in capsys.readouterr().out) == diverged
+
+
 # ---------------------------------------------------------------- reproducibility record
 
 

@@ -23,7 +23,7 @@ Augmentations (``augment``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -256,31 +256,12 @@ def episode_source(
             f"{name}: images must have shape (classes, per_class, height, width, channels), got "
             f"{getattr(images, 'shape', type(images))}; add a channel axis for gray images."
         )
-    missing = [s for s in SPLITS if s not in splits]
-    if missing:
-        raise DataError(
-            f"{name}: splits lack {', '.join(missing)}; give class indices for each of {', '.join(SPLITS)}."
-        )
     num_classes, per_class = images.shape[:2]
-    ids = {}
     shapes = episode_shapes(ways, shots, queries, train)
-    for split in SPLITS:
-        array = np.asarray(list(splits[split]) if not isinstance(splits[split], np.ndarray) else splits[split])
-        if array.size and (array.min() < 0 or array.max() >= num_classes):
-            raise DataError(f"{name}: split {split!r} has class indices outside 0..{num_classes - 1}; fix the split.")
-        if len(np.unique(array)) != array.size:
-            raise DataError(f"{name}: split {split!r} lists a class twice; fix the split.")
-        check_request(
-            *shapes[split],
-            augment,
-            num_classes=array.size,
-            per_class=per_class,
-            image_shape=images.shape[2:],
-            split=split,
-            name=name,
-            keys=request_keys(split, shapes),
-        )
-        ids[split] = array.astype(np.int32)
+    ids = checked_splits(
+        splits, shapes, augment, num_classes=num_classes, images_per_class=lambda _: per_class,
+        image_shape=images.shape[2:], name=name,
+    )  # fmt: skip
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise DataError(f"{name}: {len(names)} class names for {num_classes} classes; give one name per class.")
@@ -305,6 +286,50 @@ def episode_source(
         "classes": {split: [names[i] for i in array] for split, array in ids.items()},
     }
     return episode_task_source(sample, None, shapes, shape, record, image_augment)
+
+
+def checked_splits(
+    splits: Mapping[str, Sequence[int] | np.ndarray],
+    shapes: Mapping[str, EpisodeShape],
+    augment: str,
+    *,
+    num_classes: int,
+    images_per_class: Callable[[np.ndarray], int],
+    image_shape: Sequence[int],
+    name: str,
+) -> dict[str, np.ndarray]:
+    """Each split's class indices as ``int32``, checked against ``num_classes`` and its episode request.
+
+    ``images_per_class(ids)`` is what limits ``shots + queries`` in a split (the
+    dense array's per-class count, or a host split's smallest class).
+
+    Raises:
+      DataError: a missing split, an index out of range or listed twice, or a request the split cannot satisfy.
+    """
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        raise DataError(
+            f"{name}: splits lack {', '.join(missing)}; give class indices for each of {', '.join(SPLITS)}."
+        )
+    ids = {}
+    for split in SPLITS:
+        array = np.asarray(list(splits[split]) if not isinstance(splits[split], np.ndarray) else splits[split])
+        if array.size and (array.min() < 0 or array.max() >= num_classes):
+            raise DataError(f"{name}: split {split!r} has class indices outside 0..{num_classes - 1}; fix the split.")
+        if len(np.unique(array)) != array.size:
+            raise DataError(f"{name}: split {split!r} lists a class twice; fix the split.")
+        check_request(
+            *shapes[split],
+            augment,
+            num_classes=array.size,
+            per_class=images_per_class(array),
+            image_shape=image_shape,
+            split=split,
+            name=name,
+            keys=request_keys(split, shapes),
+        )
+        ids[split] = array.astype(np.int32)
+    return ids
 
 
 def episode_task_source(

@@ -31,10 +31,9 @@ from metajax.core.tasks import Split, Task
 from metajax.data.episodes import (
     TrainShape,
     available_classes,
-    check_request,
+    checked_splits,
     episode_shapes,
     episode_task_source,
-    request_keys,
     shape_record,
 )
 from metajax.data.source import SPLITS, TaskSource
@@ -150,25 +149,10 @@ def host_episode_source(
         raise DataError(f"{name}: every class must be (count, h, w, c) of one shape, got {sorted(shapes)}; resize.")
     shape = shapes.pop()
     episode = episode_shapes(ways, shots, queries, train)
-    ids = {}
-    for split in SPLITS:
-        if split not in splits:
-            raise DataError(f"{name}: splits lack {split!r}; give class indices for each of {', '.join(SPLITS)}.")
-        array = np.asarray(splits[split], np.int64)
-        if array.size and (array.min() < 0 or array.max() >= len(classes)):
-            raise DataError(f"{name}: split {split!r} has class indices outside 0..{len(classes) - 1}; fix the split.")
-        smallest = min((len(classes[i]) for i in array), default=0)
-        check_request(
-            *episode[split],
-            augment,
-            num_classes=array.size,
-            per_class=smallest,
-            image_shape=shape,
-            split=split,
-            name=name,
-            keys=request_keys(split, episode),
-        )
-        ids[split] = array
+    ids = checked_splits(
+        splits, episode, augment, num_classes=len(classes),
+        images_per_class=lambda ids: min((len(classes[i]) for i in ids), default=0), image_shape=shape, name=name,
+    )  # fmt: skip
 
     def host_sample(seed: Sequence[int], split: str, num: int) -> Task:
         if split not in ids:

@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import copy
 
-import metajax.data.cifarfs  # noqa: F401  (registers "cifarfs" and "fc100")
-import metajax.data.miniimagenet  # noqa: F401  (registers "miniimagenet")
-import metajax.data.tieredimagenet  # noqa: F401  (registers "tieredimagenet")
 from metajax import register_experiment
 from metajax.registry import get
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 
-import metajax.data.omniglot  # noqa: F401  (registers the "omniglot" dataset)
 from metajax import register_experiment
 
 FINN = "Finn, Abbeel, Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017"

@@ -8,6 +8,7 @@ from metajax.config import experiment_config as experiment_config
 from metajax.core.adapt import AdaptResult as AdaptResult
 from metajax.core.adapt import adapt as adapt
 from metajax.core.batching import batch_tasks as batch_tasks
+from metajax.core.learner import Learner as Learner
 from metajax.core.losses import cross_entropy as cross_entropy
 from metajax.core.losses import mse as mse
 from metajax.core.meta import MetaState as MetaState
@@ -27,7 +28,6 @@ from metajax.errors import ConfigError as ConfigError
 from metajax.errors import DataError as DataError
 from metajax.errors import MetajaxError as MetajaxError
 from metajax.errors import UnknownNameError as UnknownNameError
-from metajax.learners.base import Learner as Learner
 from metajax.learners.maml import fomaml as fomaml
 from metajax.learners.maml import maml as maml
 from metajax.learners.maml import reptile as reptile

@@ -15,17 +15,20 @@ import optax
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
 from metajax.core.optim import InnerOptimizer, fixed, head_only, learned_lr
-from metajax.data import omniglot as _omniglot  # noqa: F401  (registers the "omniglot" dataset)
+from metajax.data.cifarfs import cifarfs, fc100
+from metajax.data.miniimagenet import miniimagenet
+from metajax.data.omniglot import omniglot
 from metajax.data.sinusoid import sinusoid
+from metajax.data.tieredimagenet import tieredimagenet
 from metajax.errors import ConfigError, close_matches
 from metajax.learners import maml as maml_lib
-from metajax.learners import matching as _matching  # noqa: F401  (registers "matching")
-from metajax.learners import metaoptnet as _metaoptnet  # noqa: F401  (registers "metaoptnet")
-from metajax.learners import r2d2 as _r2d2  # noqa: F401  (registers "r2d2")
+from metajax.learners.matching import matching
+from metajax.learners.metaoptnet import metaoptnet
 from metajax.learners.protonet import protonet
-from metajax.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12", "resnet12-embedding")
+from metajax.learners.r2d2 import r2d2
 from metajax.models.conv4 import conv4, conv4_embedding
 from metajax.models.mlp import mlp
+from metajax.models.resnet12 import resnet12, resnet12_embedding
 from metajax.registry import get, register
 
 # ---- learning-rate schedules: lr is a number or {"schedule": NAME, ...optax arguments}
@@ -190,13 +193,23 @@ def _reptile(model: Model, loss: LossFn, *, inner_opt: dict, inner_steps: int = 
 
 
 register("learners", "protonet")(protonet)
+register("learners", "matching")(matching)
+register("learners", "r2d2")(r2d2)
+register("learners", "metaoptnet")(metaoptnet)
 
 # ---- models: (out_features, **config) -> Model
 
 register("models", "mlp")(mlp)
 register("models", "conv4")(conv4)
 register("models", "conv4-embedding")(conv4_embedding)
+register("models", "resnet12")(resnet12)
+register("models", "resnet12-embedding")(resnet12_embedding)
 
 # ---- datasets: (**config) -> TaskSource
 
 register("datasets", "sinusoid")(sinusoid)
+register("datasets", "omniglot")(omniglot)
+register("datasets", "miniimagenet")(miniimagenet)
+register("datasets", "tieredimagenet")(tieredimagenet)
+register("datasets", "cifarfs")(cifarfs)
+register("datasets", "fc100")(fc100)

@@ -1,7 +1,8 @@
 """Registries of datasets, models, learners, optimizers and experiments by name.
 
-A registry is a dictionary per kind and a decorator; nothing more. Built-in
-components register when their modules are imported; built-in experiments
+A registry is a dictionary per kind and a decorator; nothing more. Every
+built-in dataset, model, learner and optimizer is registered in one place,
+:mod:`metajax.components` (library modules never import the registry); built-in experiments
 (the ``experiments/`` folder, installed as ``metajax.experiments``) are
 imported the first time an experiment is looked up. A user's experiment
 module registers the same way: import it, or pass it to ``metajax run --module``.

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from metajax.core.batching import batch_tasks
+from metajax.core.learner import Learner
 from metajax.core.tasks import Task, num_tasks
-from metajax.learners.base import Learner
 from metajax.typing import Array, MetaParams, Metrics, ModelState, PRNGKey
 
 

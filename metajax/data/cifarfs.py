@@ -29,7 +29,6 @@ from metajax.data.miniimagenet import check_counts as check_split_counts
 from metajax.data.miniimagenet import stack_classes
 from metajax.data.source import SPLITS, TaskSource
 from metajax.errors import DataError
-from metajax.registry import register
 
 # CIFAR-100's label names in label-index order (fine_label_names.txt / coarse_label_names.txt, alphabetical).
 FINE = (
@@ -159,7 +158,6 @@ def _source(
     )
 
 
-@register("datasets", "cifarfs")
 def cifarfs(
     ways: int = 5,
     shots: int = 1,
@@ -199,7 +197,6 @@ def cifarfs(
     )
 
 
-@register("datasets", "fc100")
 def fc100(
     ways: int = 5,
     shots: int = 1,

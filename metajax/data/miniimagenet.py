@@ -32,7 +32,6 @@ from metajax.data.episodes import episode_source
 from metajax.data.source import SPLITS, TaskSource
 from metajax.data.streamed import check_placement, host_episode_source
 from metajax.errors import DataError
-from metajax.registry import register
 
 NAME = "miniimagenet"
 CSV_URL = "https://github.com/twitter-research/meta-learning-lstm/tree/master/data/miniImagenet"
@@ -227,7 +226,6 @@ def load_miniimagenet(
     return images, splits, list(classes), info
 
 
-@register("datasets", "miniimagenet")
 def miniimagenet(
     ways: int = 5,
     shots: int = 1,

@@ -40,7 +40,6 @@ from metajax.data import images as image_lib
 from metajax.data.episodes import episode_source
 from metajax.data.source import TaskSource
 from metajax.errors import DataError, close_matches
-from metajax.registry import register
 
 URL = "https://github.com/brendenlake/omniglot/tree/master/python"
 BACKGROUND, EVALUATION = "images_background", "images_evaluation"
@@ -391,7 +390,6 @@ def split_classes(data: Omniglot, split: str = "vinyals", seed: int = 0) -> dict
     return {k: np.flatnonzero(m) for k, m in masks.items()}
 
 
-@register("datasets", "omniglot")
 def omniglot(
     ways: int = 5,
     shots: int = 1,

@@ -34,7 +34,6 @@ from metajax.data.miniimagenet import PICKLE_ERRORS, check_counts, data_root, st
 from metajax.data.source import SPLITS, TaskSource
 from metajax.data.streamed import check_placement, host_episode_source
 from metajax.errors import DataError
-from metajax.registry import register
 
 NAME = "tieredimagenet"
 URL = "https://github.com/renmengye/few-shot-ssl-public"
@@ -124,7 +123,6 @@ def load_tieredimagenet(
     return by_split, categories, info
 
 
-@register("datasets", "tieredimagenet")
 def tieredimagenet(
     ways: int = 5,
     shots: int = 1,

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import jax
 
+from metajax.core.learner import Learner
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
 from metajax.core.tasks import Split, Task
-from metajax.learners.base import Learner
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
 
 Fit = Callable[[MetaParams, Array, Array], dict]  # (meta_params, z_support (n, d), labels (n,)) -> adapted

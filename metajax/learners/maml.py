@@ -7,11 +7,11 @@ from functools import partial
 import jax
 
 from metajax.core.adapt import adapt as run_inner_loop
+from metajax.core.learner import Learner
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
 from metajax.core.optim import InnerOptimizer
 from metajax.core.tasks import Split, Task
-from metajax.learners.base import Learner
 from metajax.typing import MetaParams, ModelState, Params, PRNGKey
 
 

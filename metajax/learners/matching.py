@@ -23,13 +23,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from metajax.core.learner import Learner
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
 from metajax.core.tasks import Task
-from metajax.learners.base import Learner
 from metajax.learners.embedding import embedding_learner
 from metajax.learners.protonet import cosine_similarity
-from metajax.registry import register
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
 
 _EMPTY = -1e30  # a finite "minus infinity": logsumexp over an empty class stays differentiable
@@ -72,7 +71,6 @@ def _class_log_probs(similarity: Array, labels: Array, classes: int) -> Array:
     return jax.nn.logsumexp(per_class, axis=-1) - jax.nn.logsumexp(similarity, axis=-1, keepdims=True)
 
 
-@register("learners", "matching")
 def matching(
     model: Model,
     loss: LossFn,

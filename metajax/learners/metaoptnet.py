@@ -49,12 +49,11 @@ import jax
 import jax.numpy as jnp
 from optax.projections import projection_simplex
 
+from metajax.core.learner import Learner
 from metajax.core.losses import LossFn, smoothed_cross_entropy
 from metajax.core.model import Model
 from metajax.core.tasks import Task
-from metajax.learners.base import Learner
 from metajax.learners.embedding import embedding_learner
-from metajax.registry import register
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
 
 
@@ -107,7 +106,6 @@ def svm_dual(kernel: Array, onehot: Array, C: float, iterations: int) -> Array:
     return target - beta
 
 
-@register("learners", "metaoptnet")
 def metaoptnet(
     model: Model,
     loss: LossFn,

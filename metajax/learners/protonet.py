@@ -12,10 +12,10 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from metajax.core.learner import Learner
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
 from metajax.core.tasks import Task
-from metajax.learners.base import Learner
 from metajax.learners.embedding import embedding_learner
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
 

@@ -18,12 +18,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from metajax.core.learner import Learner
 from metajax.core.losses import LossFn
 from metajax.core.model import Model
 from metajax.core.tasks import Task
-from metajax.learners.base import Learner
 from metajax.learners.embedding import embedding_learner
-from metajax.registry import register
 from metajax.typing import Array, MetaParams, ModelState, PRNGKey
 
 
@@ -46,7 +45,6 @@ def _with_bias(z: Array) -> Array:
     return jnp.concatenate([z, jnp.ones((z.shape[0], 1), z.dtype)], axis=1)
 
 
-@register("learners", "r2d2")
 def r2d2(
     model: Model,
     loss: LossFn,

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 
 from metajax.core.model import Model, from_flax
 from metajax.models.conv4 import BatchStatsNorm
-from metajax.registry import register
 from metajax.typing import Array
 
 BATCH_NORM = ("standard", "transductive")
@@ -95,7 +94,6 @@ class ResNet12(nn.Module):
         return nn.Dense(self.out_features, name="head")(x)
 
 
-@register("models", "resnet12")
 def resnet12(
     out_features: Optional[int],
     channels: Sequence[int] = (64, 160, 320, 640),
@@ -143,7 +141,6 @@ def resnet12(
     return from_flax(module, stochastic=drop_rate > 0)
 
 
-@register("models", "resnet12-embedding")
 def resnet12_embedding(
     out_features: Optional[int] = None,
     channels: Sequence[int] = (64, 160, 320, 640),

@@ -10,13 +10,13 @@ import optax
 
 from metajax.components import make_optimizer
 from metajax.core.batching import default_strategy, parse_strategy
+from metajax.core.learner import Learner
 from metajax.core.losses import LOSSES
 from metajax.core.meta import MetaState, init_meta_state, meta_step
 from metajax.core.model import Model
 from metajax.core.tasks import Task
 from metajax.data.source import TaskSource, sample_tasks
 from metajax.errors import ConfigError, MetajaxError
-from metajax.learners.base import Learner
 from metajax.registry import get
 from metajax.typing import Config, Metrics, PRNGKey
 

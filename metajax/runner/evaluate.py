@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.core.batching import batch_tasks
+from metajax.core.learner import Learner
 from metajax.core.meta import MetaState
 from metajax.core.steps import HoistedJit
 from metajax.core.tasks import Task
 from metajax.data.source import TaskSource
-from metajax.learners.base import Learner
 from metajax.typing import PRNGKey
 
 

@@ -31,7 +31,6 @@ from metajax.components import make_optimizer
 from metajax.core.batching import default_strategy
 from metajax.core.losses import cross_entropy
 from metajax.core.meta import init_meta_state, meta_step
-from metajax.core.steps import HoistedJit
 from metajax.data.episodes import episode_source
 from metajax.data.source import sample_tasks
 from metajax.data.streamed import host_episode_source
@@ -74,25 +73,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     state0 = init_meta_state(learner, outer, jax.random.key(0), device_source.example)
     step = meta_step(learner, outer, task_batching=default_strategy(jax.default_backend(), "conv4-embedding"))
 
-    def fused(state, key):
+    def fused(state, data, key):
         k_tasks, k_step = jax.random.split(key)
-        return step(state, sample_tasks(device_source, k_tasks, batch, "train"), k_step)
+        return step(state, sample_tasks(device_source, data, k_tasks, batch, "train"), k_step)
 
-    def fed(state, key, tasks):
+    def fed(state, tasks, key):
         return step(state, tasks, jax.random.split(key)[1])
 
     key = jax.random.key(1)
-    on_device = HoistedJit(fused, donate_argnums=(0,))
-    on_host = HoistedJit(fed, donate_argnums=(0,))
+    on_device = jax.jit(fused, donate_argnums=(0,))
+    on_host = jax.jit(fed, donate_argnums=(0,))
+    data = jax.device_put(device_source.init())
     example = host_source.host_sample((0,), "train", batch)
     # warm-up (compiles) outside the timed loops
-    state, _ = on_device(state0, key)
-    state, _ = on_host(state, key, jax.device_put(example))
+    state, _ = on_device(state0, data, key)
+    state, _ = on_host(state, jax.device_put(example), key)
 
-    device_s, state = _time_loop(on_device, state, lambda s: (jax.random.fold_in(key, s),), args.steps)
+    device_s, state = _time_loop(on_device, state, lambda s: (data, jax.random.fold_in(key, s)), args.steps)
     prefetch = Prefetch(host_source, {"seed": 0, "meta_batch_size": batch}, 0)
     try:
-        host_s, state = _time_loop(on_host, state, lambda s: (jax.random.fold_in(key, s), prefetch.next()), args.steps)
+        host_s, state = _time_loop(on_host, state, lambda s: (prefetch.next(), jax.random.fold_in(key, s)), args.steps)
     finally:
         prefetch.close()
     start = time.perf_counter()

@@ -33,6 +33,10 @@ DEFAULTS: Config = {
     # What a non-finite loss or gradient does: "stop" the run (the last good
     # checkpoint stays), or "skip" the update inside the compiled step and count it.
     "guard": {"nonfinite": "stop"},
+    # Devices: each meta-batch's tasks are split over "devices" (null: every device of every process;
+    # an int: the first that many), data parallel; "params" replicated on each device, or "sharded"
+    # over them (large backbones). Neither changes results beyond float reassociation.
+    "parallel": {"devices": None, "params": "replicated"},
     "log_every": 100,
     "reference": None,
 }
@@ -258,7 +262,7 @@ def _check_types(path: tuple[str, ...], kind: str, cfg: dict) -> None:
             )
 
 
-SECTIONS = ("eval", "checkpoint", "guard")  # runner sections with a fixed set of keys
+SECTIONS = ("eval", "checkpoint", "guard", "parallel")  # runner sections with a fixed set of keys
 COMPONENTS = ("data", "model", "learner")
 
 
@@ -318,6 +322,12 @@ def validate(config: Config) -> Config:
     _expect(config, "checkpoint.every", int, positive, "checkpoint.every must be a positive int")
     _expect(config, "checkpoint.keep", int, positive, "checkpoint.keep must be a positive int")
     _expect(config, "guard.nonfinite", str, lambda v: v in ("stop", "skip"), "guard.nonfinite must be 'stop' or 'skip'")
+    _expect(
+        config, "parallel.params", str, lambda v: v in ("replicated", "sharded"),
+        "parallel.params must be 'replicated' or 'sharded'",
+    )  # fmt: skip
+    if config["parallel"]["devices"] is not None:
+        _expect(config, "parallel.devices", int, positive, "parallel.devices must be a positive int or null (all)")
     if config["eval"]["inner_steps"] is not None:
         _expect(config, "eval.inner_steps", int, lambda v: v >= 0, "eval.inner_steps must be an int >= 0 or null")
     for path, kind, cfg in _walk_components(config):

@@ -173,7 +173,7 @@ def test_fuzz_sinusoid_episode_shapes(shots, queries, seed):
         _outcome("sinusoid", "clean error")
         return
     q = shots if queries is None else queries
-    task = jax.jit(lambda k: source.sample(k, "train"))(jax.random.key(seed))
+    task = jax.jit(lambda k: source.sample(source.init(), k, "train"))(jax.random.key(seed))
     assert task.support.x.shape == task.support.y.shape == (shots, 1)
     assert task.query.x.shape == task.query.y.shape == (q, 1)
     x = np.concatenate([task.support.x, task.query.x])
@@ -220,7 +220,7 @@ def test_fuzz_episode_sampler_shapes_labels_and_images(spec):
         assert "\n" not in str(e)
         _outcome("episodes", f"clean {type(e).__name__}")
         return
-    task = jax.jit(lambda k: source.sample(k, "train"))(jax.random.key(spec["seed"]))
+    task = jax.jit(lambda k: source.sample(source.init(), k, "train"))(jax.random.key(spec["seed"]))
     assert task.support.x.shape == (ways * shots, side, width, 1)
     assert task.query.x.shape == (ways * queries, side, width, 1)
     assert task.support.y.shape == (ways * shots,) and task.query.y.shape == (ways * queries,)

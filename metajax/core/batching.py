@@ -30,6 +30,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec
 
 from metajax.core.conv import conv_impl
 from metajax.typing import PyTree
@@ -99,7 +100,9 @@ def _chunked(fn: Callable[..., PyTree], chunk: int, args: tuple) -> PyTree:
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), *outs)
 
 
-def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[..., PyTree]:
+def batch_tasks(
+    fn: Callable[..., PyTree], strategy: str = "vmap", *, mesh: Mesh | None = None, axis: str = "tasks"
+) -> Callable[..., PyTree]:
     """Maps ``fn(*args)`` over the leading axis of every leaf of ``args``.
 
     Outputs are stacked along a new leading task axis, whatever the strategy.
@@ -108,6 +111,12 @@ def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[.
     Args:
       fn: a per-task function; every leaf of its arguments loses the task axis.
       strategy: a ``task_batching`` value (see the module docstring).
+      mesh: optional device mesh. The task axis is split over ``mesh``'s axis
+        ``axis`` with ``shard_map``: each device runs the strategy on its own
+        tasks (so ``map`` stays a loop per device, not a loop over all tasks
+        on every device), and the outputs stay sharded over the task axis.
+        Values ``fn`` closes over are replicated. The task count must be a
+        multiple of the axis size.
 
     Returns:
       ``batched(*args)`` over leaves of shape ``(tasks, ...)``.
@@ -127,7 +136,22 @@ def batch_tasks(fn: Callable[..., PyTree], strategy: str = "vmap") -> Callable[.
                 return _map(fn, args)
             return _chunked(fn, parsed.chunk, args)
 
-    return batched
+    if mesh is None or mesh.shape.get(axis, 1) == 1:
+        return batched
+
+    def sharded(*args):
+        n, devices = jax.tree_util.tree_leaves(args)[0].shape[0], mesh.shape[axis]
+        if n % devices:
+            raise ValueError(
+                f"batch_tasks: {n} tasks do not split over {devices} devices of mesh axis {axis!r}; pad the batch "
+                "to a multiple with weight-0 tasks (the runner does this for meta_batch_size)."
+            )
+        spec = PartitionSpec(axis)
+        # check_vma=False: a gradient taken inside fn w.r.t. a value it closes over (the meta-parameters,
+        # replicated) stays per task; with vma tracking its transpose would sum it over the devices.
+        return jax.shard_map(batched, mesh=mesh, in_specs=(spec,) * len(args), out_specs=spec, check_vma=False)(*args)
+
+    return sharded
 
 
 # Default strategy per (backend, model family), from measurements in

@@ -8,10 +8,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from metajax.core.batching import batch_tasks
 from metajax.core.learner import Learner
-from metajax.core.tasks import Task, num_tasks
+from metajax.core.tasks import Task, num_tasks, task_keys
 from metajax.typing import Array, MetaParams, Metrics, ModelState, PRNGKey
 
 
@@ -50,20 +51,52 @@ def task_gradient(learner: Learner) -> Callable[..., tuple[MetaParams, tuple[Mod
     return grad
 
 
-def mean_over_tasks(tree):
-    """Mean over the leading task axis of every leaf (integer leaves are averaged as floats)."""
-    return jax.tree_util.tree_map(lambda leaf: jnp.mean(leaf, axis=0), tree)
+def mean_over_tasks(tree, weights: Array | None = None):
+    """Mean over the leading task axis of every leaf (integer leaves are averaged as floats).
+
+    Args:
+      weights: optional ``(tasks,)`` weights, e.g. 1 for real tasks and 0 for
+        the padding of a meta-batch that does not divide the device count; the
+        result is ``sum(w * leaf) / sum(w)``.
+    """
+    if weights is None:
+        return jax.tree_util.tree_map(lambda leaf: jnp.mean(leaf, axis=0), tree)
+    w = weights / jnp.sum(weights)
+
+    def weighted(leaf):
+        leaf = (
+            leaf.astype(jnp.result_type(leaf.dtype, jnp.float32))
+            if not jnp.issubdtype(leaf.dtype, jnp.inexact)
+            else leaf
+        )
+        return jnp.tensordot(w.astype(leaf.dtype), leaf, axes=1)
+
+    return jax.tree_util.tree_map(weighted, tree)
 
 
 def meta_step(
-    learner: Learner, outer_opt: optax.GradientTransformation, *, task_batching: str = "vmap"
-) -> Callable[[MetaState, Task, PRNGKey], tuple[MetaState, Metrics]]:
-    """Builds the pure outer step ``(state, task_batch, key) -> (state, metrics)``.
+    learner: Learner,
+    outer_opt: optax.GradientTransformation,
+    *,
+    task_batching: str = "vmap",
+    mesh: Mesh | None = None,
+    task_axis: str = "tasks",
+) -> Callable[..., tuple[MetaState, Metrics]]:
+    """Builds the pure outer step ``(state, task_batch, key, weights=None) -> (state, metrics)``.
 
     The step is the mean over tasks of each task's meta-gradient (equal to
     the gradient of the mean loss), followed by ``outer_opt``. Model state
-    (e.g. running batch-norm statistics) is averaged over tasks. It holds no
-    device assumptions: jit it, or shard it with in/out shardings.
+    (e.g. running batch-norm statistics) is averaged over tasks. Task ``i``
+    gets the key ``task_keys(key, n)[i]``, which depends on ``i`` alone.
+
+    ``weights`` (``(tasks,)``, optional) weigh each task in the means: a
+    meta-batch padded with masked tasks (weight 0) steps exactly as the
+    unpadded one, to float reassociation.
+
+    With a ``mesh``, the task axis is split over the mesh axis ``task_axis``
+    (data parallel over tasks, :func:`batch_tasks`); the task count must be
+    a multiple of that axis's size (pad with weight-0 tasks). Without one
+    the step holds no device assumptions.
 
     Example::
 
@@ -72,16 +105,19 @@ def meta_step(
     """
     per_task = task_gradient(learner)
 
-    def step(state: MetaState, tasks: Task, key: PRNGKey) -> tuple[MetaState, Metrics]:
-        keys = jax.random.split(key, num_tasks(tasks))
+    def step(state: MetaState, tasks: Task, key: PRNGKey, weights: Array | None = None) -> tuple[MetaState, Metrics]:
+        keys = task_keys(key, num_tasks(tasks))
         grads, (model_state, metrics) = batch_tasks(
-            lambda task, k: per_task(state.meta_params, state.model_state, task, k), task_batching
+            lambda task, k: per_task(state.meta_params, state.model_state, task, k),
+            task_batching,
+            mesh=mesh,
+            axis=task_axis,
         )(tasks, keys)
-        grads = mean_over_tasks(grads)
-        model_state = mean_over_tasks(model_state)
+        grads = mean_over_tasks(grads, weights)
+        model_state = mean_over_tasks(model_state, weights)
         updates, opt_state = outer_opt.update(grads, state.opt_state, state.meta_params)
         meta_params = optax.apply_updates(state.meta_params, updates)
-        metrics = {**mean_over_tasks(metrics), "grad_norm": optax.tree.norm(grads)}
+        metrics = {**mean_over_tasks(metrics, weights), "grad_norm": optax.tree.norm(grads)}
         return MetaState(state.step + 1, meta_params, model_state, opt_state), metrics
 
     return step

@@ -224,8 +224,9 @@ def episode_source(
 ) -> TaskSource:
     """A :class:`TaskSource` of N-way episodes over ``images`` with fixed class splits.
 
-    The images move to the default device once; ``sample(key, split)`` is
-    :func:`sample_episode` on that split's classes. Every split is checked
+    ``init()`` gives ``{"images": images, "classes": {split: class ids}}``
+    (host arrays, placed on devices by the caller) and ``sample(data, key,
+    split)`` is :func:`sample_episode` on that split's classes. Every split is checked
     against the request here, before anything is compiled.
 
     Args:
@@ -249,7 +250,7 @@ def episode_source(
 
       images = np.random.rand(30, 20, 28, 28, 1).astype(np.float32)
       source = episode_source(images, {"train": range(20), "val": range(20, 25), "test": range(25, 30)}, ways=5)
-      task = source.sample(jax.random.key(0), "train")  # support x (5, 28, 28, 1)
+      task = source.sample(source.init(), jax.random.key(0), "train")  # support x (5, 28, 28, 1)
     """
     if getattr(images, "ndim", 0) != 5:
         raise DataError(
@@ -266,13 +267,13 @@ def episode_source(
     if len(names) != num_classes:
         raise DataError(f"{name}: {len(names)} class names for {num_classes} classes; give one name per class.")
 
-    device_images = jnp.asarray(images)
-    device_ids = {split: jnp.asarray(array) for split, array in ids.items()}
+    data = {"images": images, "classes": ids}
 
-    def sample(key: PRNGKey, split: str) -> Task:
-        if split not in device_ids:
+    def sample(data: dict, key: PRNGKey, split: str) -> Task:
+        if split not in data["classes"]:
             raise DataError(f"{name}: unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-        return sample_episode(key, device_images, device_ids[split], *shapes[split], augment)
+        images, class_ids = jnp.asarray(data["images"]), jnp.asarray(data["classes"][split])
+        return sample_episode(key, images, class_ids, *shapes[split], augment)
 
     shape = tuple(int(d) for d in images.shape[2:])
     record = {
@@ -285,7 +286,7 @@ def episode_source(
         "num_classes": {split: int(array.size) for split, array in ids.items()},
         "classes": {split: [names[i] for i in array] for split, array in ids.items()},
     }
-    return episode_task_source(sample, None, shapes, shape, record, image_augment)
+    return episode_task_source(sample, None, shapes, shape, record, image_augment, init=lambda: data)
 
 
 def checked_splits(
@@ -333,7 +334,7 @@ def checked_splits(
 
 
 def episode_task_source(
-    sample, host_sample, shapes: Mapping[str, EpisodeShape], image_shape, info, image_augment=None
+    sample, host_sample, shapes: Mapping[str, EpisodeShape], image_shape, info, image_augment=None, init=dict
 ) -> TaskSource:
     """The :class:`TaskSource` of an episode sampler (on device or on the host) with per-split ``shapes``."""
     example = episode_example(shapes["test"], image_shape)
@@ -342,7 +343,7 @@ def episode_task_source(
     augment = task_augmentation(image_augment, image_shape, info.get("name", "episodes"))
     if augment is not None:
         info = {**info, "image_augment": list(image_augment)}
-    return TaskSource(sample, example, output_dim, "cross_entropy", info, host_sample, train, augment)
+    return TaskSource(sample, example, output_dim, "cross_entropy", info, host_sample, train, augment, init)
 
 
 def request_keys(split: str, shapes: Mapping[str, EpisodeShape]) -> dict[str, str]:

@@ -34,7 +34,7 @@ def sinusoid(
     Example::
 
       source = sinusoid(shots=5)
-      task = source.sample(jax.random.key(0), "train")
+      task = source.sample(source.init(), jax.random.key(0), "train")
     """
     queries = shots if queries is None else queries
     for name, value in (("shots", shots), ("queries", queries)):
@@ -44,8 +44,8 @@ def sinusoid(
         if not lo <= hi:
             raise ValueError(f"sinusoid: {name} must be [low, high] with low <= high, got {[lo, hi]}; set data.{name}.")
 
-    def sample(key: PRNGKey, split: str) -> Task:
-        del split
+    def sample(data: dict, key: PRNGKey, split: str) -> Task:
+        del data, split  # nothing stored: every task is drawn from the key
         k_amp, k_phase, k_x = jax.random.split(key, 3)
         amp = jax.random.uniform(k_amp, (), minval=amplitude[0], maxval=amplitude[1])
         phi = jax.random.uniform(k_phase, (), minval=phase[0], maxval=phase[1])
@@ -64,4 +64,4 @@ def sinusoid(
         "phase": list(phase),
         "x_range": list(x_range),
     }
-    return TaskSource(sample, example, 1, "mse", info)
+    return TaskSource(sample, example, 1, "mse", info, init=dict)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from metajax.components import make_optimizer
 from metajax.core.batching import default_strategy, parse_strategy
@@ -14,11 +16,13 @@ from metajax.core.learner import Learner
 from metajax.core.losses import LOSSES
 from metajax.core.meta import MetaState, init_meta_state, meta_step
 from metajax.core.model import Model
-from metajax.core.tasks import Task
-from metajax.data.source import TaskSource, sample_tasks
+from metajax.core.tasks import Task, num_tasks, task_keys
+from metajax.data.source import TaskSource
 from metajax.errors import ConfigError, MetajaxError
 from metajax.registry import get
-from metajax.typing import Config, Metrics, PRNGKey
+from metajax.typing import Config, Metrics, PRNGKey, PyTree
+
+TASK_AXIS = "tasks"  # the mesh axis a meta-batch's tasks are split over
 
 
 class Components(NamedTuple):
@@ -29,8 +33,10 @@ class Components(NamedTuple):
     model: Model
     learner: Learner
     outer_opt: optax.GradientTransformation
-    # pure, not jitted: (state, key) for an on-device source, (state, key, task_batch) for a host-sampled one
+    # pure, not jitted: train_step(state, data, key) -> (state, metrics), where data is source.init()'s
+    # arrays for an on-device source and the step's batch of meta_batch_size tasks for a host-sampled one
     train_step: Callable[..., tuple[MetaState, Metrics]]
+    mesh: Optional[Mesh] = None
 
 
 def _kwargs(cfg: dict) -> dict:
@@ -48,8 +54,51 @@ def resolve_task_batching(config: Config) -> Config:
     return config
 
 
-def build(config: Config) -> Components:
+def task_devices(mesh: Optional[Mesh]) -> int:
+    """Devices the task axis is split over: the size of ``mesh``'s ``"tasks"`` axis (1 without a mesh)."""
+    return 1 if mesh is None else int(mesh.shape[TASK_AXIS])
+
+
+def padded_size(num: int, mesh: Optional[Mesh]) -> int:
+    """``num`` rounded up to a multiple of the task-axis devices (the padding tasks are masked out)."""
+    devices = task_devices(mesh)
+    return -(-num // devices) * devices
+
+
+def pad_tasks(tasks: Task, size: int) -> Task:
+    """A batch of tasks grown to ``size`` by repeating its first tasks (for weight-0 padding)."""
+    n = num_tasks(tasks)
+    if size == n:
+        return tasks
+    index = jnp.arange(size) % n
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], tasks)
+
+
+def shard_tasks(tasks: Task, mesh: Optional[Mesh]) -> Task:
+    """Constrains every leaf's leading task axis to be split over the mesh's ``"tasks"`` axis."""
+    if task_devices(mesh) == 1:
+        return tasks
+    sharding = NamedSharding(mesh, PartitionSpec(TASK_AXIS))
+    return jax.tree_util.tree_map(lambda leaf: jax.lax.with_sharding_constraint(leaf, sharding), tasks)
+
+
+def train_keys(key: PRNGKey, num: int) -> dict[str, PRNGKey]:
+    """The keys of one training step, each for one purpose: ``key`` is split once.
+
+    Returns ``{"sample": (num,) task keys, "augment": (num,) task keys, "step": key}``;
+    task ``i``'s keys depend on ``i`` alone (:func:`task_keys`).
+    """
+    k_sample, k_augment, k_step = jax.random.split(key, 3)
+    return {"sample": task_keys(k_sample, num), "augment": task_keys(k_augment, num), "step": k_step}
+
+
+def build(config: Config, *, mesh: Optional[Mesh] = None) -> Components:
     """Builds task source, model, learner, outer optimizer and the fused train step.
+
+    Args:
+      mesh: devices to split each meta-batch's tasks over (axis ``"tasks"``);
+        ``None`` for one device. A meta-batch that does not divide the axis is
+        padded with weight-0 tasks, so the step equals the unpadded one.
 
     Raises:
       ConfigError: a component rejects its config (one line, before compilation).
@@ -66,26 +115,28 @@ def build(config: Config) -> Components:
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
-    step = meta_step(learner, outer_opt, task_batching=config["task_batching"])
+    step = meta_step(learner, outer_opt, task_batching=config["task_batching"], mesh=mesh, task_axis=TASK_AXIS)
     meta_batch = config["meta_batch_size"]
+    padded = padded_size(meta_batch, mesh)
 
-    def augmented(tasks: Task, k_tasks: PRNGKey) -> Task:
-        if source.train_augment is None:
-            return tasks
-        keys = jax.random.split(jax.random.fold_in(k_tasks, 1), meta_batch)
-        return jax.vmap(source.train_augment)(keys, tasks)
+    def train_step(state: MetaState, data: PyTree, key: PRNGKey) -> tuple[MetaState, Metrics]:
+        """One meta-step: sample (on device) or take (host) a task batch, augment, step; one compiled call.
 
-    def train_step(state: MetaState, key: PRNGKey) -> tuple[MetaState, Metrics]:
-        """Samples a task batch on device and takes one meta-step: one compiled call."""
-        k_tasks, k_step = jax.random.split(key)
-        return step(state, augmented(sample_tasks(source, k_tasks, meta_batch, "train"), k_tasks), k_step)
+        ``key`` is split once into the sampling, augmentation and step keys; task ``i``'s keys
+        depend on ``i`` alone, so padding the batch for the devices changes no real task.
+        """
+        keys = train_keys(key, padded)
+        if source.on_host:
+            tasks = pad_tasks(data, padded)
+        else:
+            tasks = jax.vmap(lambda k: source.sample(data, k, "train"))(keys["sample"])
+        tasks = shard_tasks(tasks, mesh)
+        if source.train_augment is not None:
+            tasks = jax.vmap(source.train_augment)(keys["augment"], tasks)
+        weights = None if padded == meta_batch else (jnp.arange(padded) < meta_batch).astype(jnp.float32)
+        return step(state, tasks, keys["step"], weights)
 
-    def host_train_step(state: MetaState, key: PRNGKey, tasks: Task) -> tuple[MetaState, Metrics]:
-        """One meta-step on a task batch sampled on the host (the same key split as on device)."""
-        k_tasks, k_step = jax.random.split(key)
-        return step(state, augmented(tasks, k_tasks), k_step)
-
-    return Components(config, source, model, learner, outer_opt, host_train_step if source.on_host else train_step)
+    return Components(config, source, model, learner, outer_opt, train_step, mesh)
 
 
 def initial_state(components: Components, key: PRNGKey) -> MetaState:

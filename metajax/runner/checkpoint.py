@@ -121,9 +121,9 @@ def config_digest(config: Config) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-RESUMABLE = ("guard",)  # config keys a resumed run may change
+RESUMABLE = ("guard", "parallel")  # config keys a resumed run may change (devices: results equal to float tolerance)
 # Keys that do not change what a checkpoint's arrays mean: a checkpoint restores under any of their values.
-STATE_FREE = ("guard", "steps", "log_every", "checkpoint", "eval", "reference")
+STATE_FREE = ("guard", "parallel", "steps", "log_every", "checkpoint", "eval", "reference")
 
 
 def comparable(config: Any, ignore: tuple[str, ...] = RESUMABLE) -> Any:

@@ -23,13 +23,12 @@ from PIL import Image
 
 from metajax.config import apply_overrides, experiment_config
 from metajax.core.batching import batch_tasks
-from metajax.core.steps import HoistedJit
-from metajax.core.tasks import Split, Task
+from metajax.core.tasks import Split, Task, task_keys
 from metajax.data import images as image_lib
 from metajax.errors import ConfigError, DataError
 from metajax.registry import get
 from metajax.runner import metrics as metrics_file
-from metajax.runner.evaluate import host_eval_tasks, run_keys, summarize, test_steps
+from metajax.runner.evaluate import host_eval_tasks, split_keys, summarize, test_steps
 from metajax.runner.load import load_run
 from metajax.runner.train import prepare_config
 
@@ -121,9 +120,9 @@ def codec_for(data_cfg: dict) -> ImageCodec:
     return CODECS[name]()
 
 
-def test_episode_keys(seed: int, num: int) -> jax.Array:
-    """The keys of a run's test episodes, as :func:`metajax.runner.evaluate.test_results` draws them."""
-    return jax.random.split(jax.random.fold_in(run_keys(seed)[2], 1), num)
+def episode_keys(seed: int, num: int, split: str = "test") -> jax.Array:
+    """The keys of a run's ``split`` evaluation episodes, as :func:`metajax.runner.evaluate.test_results` draws them."""
+    return task_keys(split_keys(seed)[split], num)
 
 
 # ---- export
@@ -160,15 +159,10 @@ def export_episodes(
     if source.on_host:  # the first tasks of the split's evaluation stream, as test_results draws them
         tasks = host_eval_tasks(source, config["seed"], split, range(episodes))
     else:
-        sample = HoistedJit(jax.vmap(lambda k: source.sample(jax.random.split(k)[0], split)))
-        keys = (
-            test_episode_keys(config["seed"], episodes)
-            if split == "test"
-            else jax.random.split(
-                jax.random.fold_in(run_keys(config["seed"])[2], {"train": 2, "val": 0}[split]), episodes
-            )
+        sample = jax.jit(
+            lambda data, keys: jax.vmap(lambda k: source.sample(data, jax.random.split(k)[0], split))(keys)
         )
-        tasks = jax.device_get(sample(keys))
+        tasks = jax.device_get(sample(source.init(), episode_keys(config["seed"], episodes, split)))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -308,10 +302,10 @@ def evaluate_episodes(
     for i, episode in enumerate(episodes):
         shapes = tuple(leaf.shape for leaf in jax.tree_util.tree_leaves(episode.task))
         groups.setdefault(shapes, []).append(i)
-    eval_keys = jax.vmap(lambda k: jax.random.split(k)[1])(test_episode_keys(config["seed"], len(episodes)))
+    eval_keys = jax.vmap(lambda k: jax.random.split(k)[1])(episode_keys(config["seed"], len(episodes)))
 
     @jax.jit
-    def run(tasks: Task, keys: jax.Array):
+    def run(state, tasks: Task, keys: jax.Array):
         one = lambda task, key: learner.evaluate(state.meta_params, state.model_state, task, key, steps)  # noqa: E731
         return batch_tasks(one, config["task_batching"])(tasks, keys)
 
@@ -326,7 +320,7 @@ def evaluate_episodes(
             tasks = jax.tree_util.tree_map(lambda a: np.concatenate([a, a[:pad]]), tasks)
             keys = jnp.concatenate([keys, keys[:pad]])
         chunks = [
-            jax.device_get(run(jax.tree_util.tree_map(lambda a: a[s : s + batch], tasks), keys[s : s + batch]))
+            jax.device_get(run(state, jax.tree_util.tree_map(lambda a: a[s : s + batch], tasks), keys[s : s + batch]))
             for s in range(0, len(keys), batch)
         ]
         metrics = {name: np.concatenate([ch[name] for ch in chunks])[: len(indices)] for name in chunks[0]}

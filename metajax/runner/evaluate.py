@@ -6,16 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from metajax.core.batching import batch_tasks
 from metajax.core.learner import Learner
 from metajax.core.meta import MetaState
-from metajax.core.steps import HoistedJit
-from metajax.core.tasks import Task
+from metajax.core.tasks import Task, task_keys
 from metajax.data.source import TaskSource
-from metajax.typing import PRNGKey
+from metajax.runner.build import TASK_AXIS, padded_size
+from metajax.typing import PRNGKey, PyTree
 
 
 def ci95(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -65,61 +65,87 @@ def divergence(per_task: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def make_evaluator(
-    learner: Learner, source: TaskSource, *, split: str, steps: int, task_batching: str
+    learner: Learner, source: TaskSource, *, split: str, steps: int, task_batching: str, mesh: Mesh | None = None
 ) -> Callable[..., dict[str, jax.Array]]:
-    """A compiled evaluation of a batch of tasks: ``{metric: (batch_size, steps + 1)}``.
+    """A jitted evaluation of a batch of tasks: ``evaluator(state, data, keys) -> {metric: (batch, steps + 1)}``.
 
-    ``(state, keys (batch_size,))`` for an on-device source, which samples
-    the tasks inside the call; ``(state, keys, task_batch)`` for a
-    host-sampled one (the same key split, so a task's evaluation key does not
-    depend on where it was sampled).
+    ``data`` is the source's data (``source.init()``'s arrays) for an
+    on-device source, which samples task ``j`` from ``keys[j]`` inside the
+    call, and the batch of tasks itself for a host-sampled one (the same key
+    split, so a task's evaluation key does not depend on where it was
+    sampled). With a ``mesh`` the batch is split over its ``"tasks"`` axis;
+    the batch size must then be a multiple of that axis's size.
     """
 
-    def one(meta_params, model_state, key, task=None):
+    def one(meta_params, model_state, key, data, task=None):
         k_task, k_eval = jax.random.split(key)
-        task = source.sample(k_task, split) if task is None else task
+        task = source.sample(data, k_task, split) if task is None else task
         return learner.evaluate(meta_params, model_state, task, k_eval, steps)
 
-    def run(state: MetaState, keys: jax.Array, tasks: Task | None = None):
-        if tasks is None:
-            return batch_tasks(lambda k: one(state.meta_params, state.model_state, k), task_batching)(keys)
-        return batch_tasks(lambda k, t: one(state.meta_params, state.model_state, k, t), task_batching)(keys, tasks)
+    def run(state: MetaState, data: PyTree, keys: jax.Array):
+        if source.on_host:
+            per_task = lambda k, t: one(state.meta_params, state.model_state, k, None, t)  # noqa: E731
+            return batch_tasks(per_task, task_batching, mesh=mesh, axis=TASK_AXIS)(keys, data)
+        per_task = lambda k: one(state.meta_params, state.model_state, k, data)  # noqa: E731
+        return batch_tasks(per_task, task_batching, mesh=mesh, axis=TASK_AXIS)(keys)
 
-    return HoistedJit(run)  # the source's data are arguments, not compiled-in constants
+    return jax.jit(run)
+
+
+def eval_batch_size(config: dict, num_tasks: int, mesh: Mesh | None = None) -> int:
+    """Tasks per evaluation call: ``eval.batch_size`` (at most ``num_tasks``), rounded up to the task devices."""
+    return padded_size(min(config["eval"]["batch_size"], max(num_tasks, 1)), mesh)
 
 
 def evaluate(
     evaluator: Callable,
     state: MetaState,
+    data: PyTree,
     key: PRNGKey,
     num_tasks: int,
-    batch_size: int,
+    batch: int,
     tasks: Callable[[int], Task] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Runs ``evaluator`` on ``num_tasks`` tasks drawn from ``key`` in fixed-size chunks (one compile).
+    """Runs ``evaluator`` on ``num_tasks`` tasks drawn from ``key`` in chunks of ``batch`` (one compile).
+
+    Task ``j`` is drawn from ``task_keys(key, num_tasks)[j]`` whatever the chunk size or device count;
+    the last chunk is filled with extra tasks whose results are dropped.
 
     Args:
-      tasks: for a host-sampled source, ``tasks(i)`` is chunk ``i``'s batch of ``min(batch_size, num_tasks)``
-        tasks (see :func:`eval_tasks`).
+      data: the source's placed data (on-device sources; ignored for host-sampled ones).
+      batch: tasks per call (:func:`eval_batch_size`).
+      tasks: for a host-sampled source, ``tasks(i)`` is chunk ``i``'s batch of ``batch`` tasks
+        (see :func:`eval_tasks`).
 
     Returns per-task metrics ``{metric: (num_tasks, steps + 1)}`` as numpy arrays.
     """
-    keys = jax.random.split(key, num_tasks)
-    batch = min(batch_size, num_tasks)
-    pad = (-num_tasks) % batch
-    if pad:
-        keys = jnp.concatenate([keys, keys[:pad]])
+    total = -(-num_tasks // batch) * batch
+    keys = task_keys(key, total)
     chunks = []
-    for n, i in enumerate(range(0, len(keys), batch)):
-        extra = () if tasks is None else (jax.device_put(tasks(n)),)
-        chunks.append(jax.device_get(evaluator(state, keys[i : i + batch], *extra)))
+    for n, i in enumerate(range(0, total, batch)):
+        arg = data if tasks is None else jax.device_put(tasks(n))
+        chunks.append(jax.device_get(evaluator(state, arg, keys[i : i + batch])))
     return {name: np.concatenate([c[name] for c in chunks])[:num_tasks] for name in chunks[0]}
 
 
 def run_keys(seed: int) -> tuple[PRNGKey, PRNGKey, PRNGKey]:
-    """``(init, train, eval)`` keys of a run; validation uses ``fold_in(eval, 0)``, test ``fold_in(eval, 1)``."""
+    """``(init, train, eval)`` keys of a run: one split of the seed's key, each for one purpose.
+
+    Step ``s`` trains with ``fold_in(train, s)``; the evaluation key splits into validation
+    and test keys (:func:`split_keys`).
+    """
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     return k_init, k_train, k_eval
+
+
+def split_keys(seed: int) -> dict[str, PRNGKey]:
+    """``{"val", "test", "train"}`` keys: the run's evaluation key split once, one key per split.
+
+    Validation and test tasks are drawn from the first two; the third draws
+    train-split tasks for inspection (``metajax episodes export --split train``).
+    """
+    k_val, k_test, k_train = jax.random.split(run_keys(seed)[2], 3)
+    return {"val": k_val, "test": k_test, "train": k_train}
 
 
 # Streams of a host-sampled source. Training's step s draws host_sample((seed, 0, s), "train", meta_batch);
@@ -142,11 +168,10 @@ def host_eval_tasks(source: TaskSource, seed: int, split: str, indices: range) -
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *(draw(j) for j in indices))
 
 
-def eval_tasks(source: TaskSource, config: dict, split: str, num_tasks: int) -> Callable[[int], Task] | None:
-    """The chunks :func:`evaluate` draws ``num_tasks`` evaluation tasks in; ``None`` for an on-device source."""
+def eval_tasks(source: TaskSource, config: dict, split: str, batch: int) -> Callable[[int], Task] | None:
+    """The chunks of ``batch`` tasks :func:`evaluate` draws evaluation tasks in; ``None`` for an on-device source."""
     if not source.on_host:
         return None
-    batch = min(config["eval"]["batch_size"], num_tasks)
     return lambda n: host_eval_tasks(source, config["seed"], split, range(n * batch, (n + 1) * batch))
 
 
@@ -164,18 +189,25 @@ def test_results(
     *,
     steps: int,
     tasks: int,
+    data: PyTree = None,
     evaluator: Callable | None = None,
+    mesh: Mesh | None = None,
 ) -> dict[str, Any]:
     """Evaluates ``state`` on the run's test tasks; pre- and post-adaptation figures named as such.
 
-    ``evaluator`` is a test-split :func:`make_evaluator` for ``steps`` to reuse; one is made if absent.
+    Args:
+      data: the source's data as placed for ``evaluator`` (``source.init()`` if ``None``).
+      evaluator: a test-split :func:`make_evaluator` for ``steps`` to reuse; one is made if absent.
+      mesh: the devices ``evaluator`` splits tasks over (it sets the chunk size).
     """
     tester = evaluator or make_evaluator(
-        learner, source, split="test", steps=steps, task_batching=config["task_batching"]
+        learner, source, split="test", steps=steps, task_batching=config["task_batching"], mesh=mesh
     )
-    key = jax.random.fold_in(run_keys(config["seed"])[2], 1)
-    chunks = eval_tasks(source, config, "test", tasks)
-    per_task = evaluate(tester, state, key, tasks, config["eval"]["batch_size"], chunks)
+    if data is None and not source.on_host:
+        data = source.init()
+    key = split_keys(config["seed"])["test"]
+    batch = eval_batch_size(config, tasks, mesh)
+    per_task = evaluate(tester, state, data, key, tasks, batch, eval_tasks(source, config, "test", batch))
     test = summarize(per_task)
     post = min(learner.inner_steps, steps)
     return {

@@ -6,6 +6,7 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -17,7 +18,6 @@ from tqdm.auto import tqdm
 
 from metajax.config import DEFAULTS, _merge, validate
 from metajax.core.meta import MetaState
-from metajax.core.steps import HoistedJit
 from metajax.errors import ConfigError, MetajaxError, NumericalError
 from metajax.runner import metrics as metrics_file
 from metajax.runner.build import Components, build, initial_state, resolve_task_batching
@@ -25,17 +25,20 @@ from metajax.runner.checkpoint import Checkpoints, comparable, config_changes
 from metajax.runner.evaluate import (
     DIVERGENCE_FACTOR,  # noqa: F401  (re-exported)
     divergence,
+    eval_batch_size,
     eval_tasks,
     evaluate,
     host_tasks,
     make_evaluator,
     run_keys,
+    split_keys,
     summarize,
     test_results,
     test_steps,
 )
+from metajax.runner.parallel import make_mesh, mesh_record, place, replicated, state_shardings
 from metajax.runner.record import run_record
-from metajax.typing import Config, Metrics, PRNGKey
+from metajax.typing import Config, Metrics, PRNGKey, PyTree
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -86,8 +89,8 @@ def guarded_step(train_step, nonfinite: str):
     step: no host round trip and no recompilation.
     """
 
-    def step(state: MetaState, key: PRNGKey, *tasks) -> tuple[MetaState, Metrics]:
-        new, metrics = train_step(state, key, *tasks)
+    def step(state: MetaState, data: PyTree, key: PRNGKey) -> tuple[MetaState, Metrics]:
+        new, metrics = train_step(state, data, key)
         finite = jnp.all(
             jnp.stack(
                 [
@@ -107,9 +110,8 @@ def guarded_step(train_step, nonfinite: str):
 
 def _shapes(task) -> str:
     return ", ".join(
-        f"{part}.{name} {tuple(leaf.shape)} {leaf.dtype}"
-        for part in ("support", "query")
-        for name, leaf in zip(("x", "y"), getattr(task, part), strict=True)
+        f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} {leaf.dtype}"
+        for path, leaf in jax.tree_util.tree_leaves_with_path(task)
     )
 
 
@@ -135,7 +137,7 @@ def check_source(source, name: str, key: PRNGKey) -> None:
                     lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), source.host_sample((0,), split, 1)
                 )
             else:
-                got = jax.eval_shape(lambda k, split=split: source.sample(k, split), key)
+                got = jax.eval_shape(lambda d, k, split=split: source.sample(d, k, split), data_spec(source), key)
         except MetajaxError:
             raise
         except Exception as e:  # a source that cannot even trace its own split
@@ -163,51 +165,75 @@ def check_source(source, name: str, key: PRNGKey) -> None:
             )
 
 
-def check_shapes(c: Components, key: PRNGKey) -> tuple[MetaState, HoistedJit, dict[str, HoistedJit]]:
+def check_shapes(
+    c: Components, key: PRNGKey, shardings: Any = None
+) -> tuple[MetaState, Callable[..., Any], dict[str, Callable[..., Any]]]:
     """Initialises the meta-state and traces the train step and evaluators (no compilation).
 
-    Returns the initial state, the train step and the ``{"val", "test"}``
-    evaluators (jitted and traced, not yet compiled; the runner reuses them, so
-    nothing is traced twice). A model that does
-    not fit the data, or a data request the source cannot satisfy, becomes
-    one :class:`ConfigError` line here instead of a trace from inside XLA.
+    Returns the initial state, the jitted train step ``(state, data, key)`` and the
+    ``{"val", "test"}`` evaluators ``(state, data, keys)`` (jitted and traced, not yet
+    compiled). A model that does not fit the data, or a data request the source cannot
+    satisfy, becomes one :class:`ConfigError` line here instead of a trace from inside XLA.
+
+    Args:
+      shardings: ``(state, data)`` shardings of a run on a mesh (:mod:`metajax.runner.parallel`), or ``None``.
     """
     config = c.config
     example = c.source.example
     check_source(c.source, config["data"]["name"], key)
     try:
         state = initial_state(c, key)
-        step = HoistedJit(guarded_step(c.train_step, config["guard"]["nonfinite"]), donate_argnums=(0,))
-        step.trace(state, key, *task_batch(c.source.example_for("train"), config["meta_batch_size"], c.source.on_host))
-        eval_batch = min(config["eval"]["batch_size"], max(config["eval"]["tasks"], 1))
-        keys = jax.random.split(key, eval_batch)
+        guarded = guarded_step(c.train_step, config["guard"]["nonfinite"])
+        if shardings is None:
+            step = jax.jit(guarded, donate_argnums=(0,))
+        else:
+            state_sharding, data_sharding = shardings
+            step = jax.jit(
+                guarded,
+                in_shardings=(state_sharding, data_sharding, replicated(c.mesh)),
+                out_shardings=(state_sharding, replicated(c.mesh)),
+                donate_argnums=(0,),
+            )
+        step.trace(state, step_data_spec(c), key)
+        batch = eval_batch_size(config, config["eval"]["tasks"], c.mesh)
+        keys = jax.ShapeDtypeStruct((batch,), key.dtype)
         evaluators = {}
         for split, steps in (("val", c.learner.inner_steps), ("test", test_steps(config, c.learner))):
             evaluators[split] = make_evaluator(
-                c.learner, c.source, split=split, steps=steps, task_batching=config["task_batching"]
+                c.learner, c.source, split=split, steps=steps, task_batching=config["task_batching"], mesh=c.mesh
             )
-            evaluators[split].trace(state, keys, *task_batch(example, eval_batch, c.source.on_host))
+            evaluators[split].trace(state, eval_data_spec(c.source, batch), keys)
     except MetajaxError:
         raise
     except Exception as e:  # any shape/dtype error while tracing: model and data disagree
-        shapes = ", ".join(
-            f"{part}.{name} {tuple(getattr(getattr(example, part), name).shape)}"
-            for part in ("support", "query")
-            for name in ("x", "y")
-        )
         raise ConfigError(
-            f"model {config['model']['name']!r} does not fit data {config['data']['name']!r} ({shapes}, loss "
-            f"{c.source.loss}, output_dim {c.source.output_dim}): {type(e).__name__}: {_first_line(e)}; "
+            f"model {config['model']['name']!r} does not fit data {config['data']['name']!r} ({_shapes(example)}, "
+            f"loss {c.source.loss}, output_dim {c.source.output_dim}): {type(e).__name__}: {_first_line(e)}; "
             "change model or data in the config."
         ) from None
     return state, step, evaluators
 
 
-def task_batch(example, num: int, on_host: bool) -> tuple:
-    """``(ShapeDtypeStruct batch of num tasks,)`` for a host-sampled source's step, ``()`` otherwise."""
-    if not on_host:
-        return ()
-    return (jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((num, *np.shape(a)), np.asarray(a).dtype), example),)
+def data_spec(source) -> PyTree:
+    """Shapes and dtypes of an on-device source's data (``source.init()``), for tracing without the arrays."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), source.init())
+
+
+def batch_spec(example, num: int) -> PyTree:
+    """Shapes and dtypes of a batch of ``num`` tasks shaped like ``example``."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((num, *np.shape(a)), np.asarray(a).dtype), example)
+
+
+def step_data_spec(c: Components) -> PyTree:
+    """What the train step takes as ``data``: the source's data, or a host-sampled batch of meta_batch_size tasks."""
+    if c.source.on_host:
+        return batch_spec(c.source.example_for("train"), c.config["meta_batch_size"])
+    return data_spec(c.source)
+
+
+def eval_data_spec(source, batch: int) -> PyTree:
+    """What an evaluator takes as ``data``: the source's data, or a host-sampled batch of ``batch`` tasks."""
+    return batch_spec(source.example, batch) if source.on_host else data_spec(source)
 
 
 def _score(summary: dict[str, Any], index: int) -> float:
@@ -246,56 +272,77 @@ def run(
     config = prepare_config(config)
     workdir = Path(workdir) if workdir is not None else default_workdir(config)
     _check_workdir(workdir, config)
-    components = build(config)
-    k_init, k_train, k_eval = run_keys(config["seed"])
+    mesh = make_mesh(config)
+    components = build(config, mesh=mesh)
+    k_init, k_train, _ = run_keys(config["seed"])
+    shardings = run_shardings(components, k_init)
     state, train_step, evaluators = check_shapes(
-        components, k_init
+        components, k_init, shardings
     )  # every input error is raised before this line compiles
 
     workdir.mkdir(parents=True, exist_ok=True)
     metrics_file.write_json(workdir / CONFIG_FILE, config)
-    metrics_file.write_json(
-        workdir / "run.json", run_record(config, components.source.info, experiment_module, workdir / "run.json")
-    )
+    record = run_record(config, components.source.info, experiment_module, workdir / "run.json")
+    metrics_file.write_json(workdir / "run.json", {**record, "mesh": mesh_record(mesh)})
     checkpoints = Checkpoints(workdir / "checkpoints", config["checkpoint"]["keep"], config=config)
     best = Checkpoints(workdir / "best", 1, config=config)
     try:
-        return _train(components, state, train_step, evaluators, workdir, checkpoints, best, k_train, k_eval, progress)
+        return _train(
+            components, state, train_step, evaluators, workdir, checkpoints, best, k_train, shardings, progress
+        )
     finally:
         checkpoints.close()
         best.close()
 
 
+def run_shardings(c: Components, key: PRNGKey) -> Optional[tuple[Any, Any]]:
+    """``(state, data)`` shardings of a run on a mesh; ``None`` on one device.
+
+    The state follows ``parallel.params``; the train step's data (the source's
+    arrays, or a host-sampled batch) is replicated: each device samples, or
+    takes, its own tasks from it.
+    """
+    if c.mesh is None:
+        return None
+    like = jax.eval_shape(lambda k: initial_state(c, k), key)
+    data = jax.tree_util.tree_map(lambda _: replicated(c.mesh), step_data_spec(c))
+    return state_shardings(like, c.mesh, c.config["parallel"]["params"]), data
+
+
 def _train(
     c: Components,
     state: MetaState,
-    train_step: HoistedJit,
-    evaluators: dict[str, HoistedJit],
+    train_step: Callable[..., Any],
+    evaluators: dict[str, Callable[..., Any]],
     workdir: Path,
     checkpoints: Checkpoints,
     best: Checkpoints,
     k_train,
-    k_eval,
+    shardings: Optional[tuple[Any, Any]],
     progress: bool,
 ) -> dict[str, Any]:
     config = c.config
     steps, log_every = config["steps"], config["log_every"]
     ev = config["eval"]
+    state_sharding, data_sharding = shardings if shardings is not None else (None, None)
 
     start, best_score, skipped, last_saved = 0, None, 0, None
+    state = place(state, state_sharding)  # the restore template: a checkpoint comes back with these shardings
     restored = checkpoints.restore_latest(state)
     if restored is not None:
         start, state, meta = restored
         best_score, skipped, last_saved = meta.get("best_score"), meta.get("skipped_steps", 0), start
     metrics_file.truncate_after(workdir / METRICS_FILE, start)
 
+    # The source's arrays are placed once and passed to every step and evaluation: an argument, never a constant.
+    data = None if c.source.on_host else place(c.source.init(), replicated(c.mesh))
     validator = evaluators["val"]
-    val_tasks = eval_tasks(c.source, config, "val", ev["tasks"])
+    val_batch = eval_batch_size(config, ev["tasks"], c.mesh)
+    val_tasks = eval_tasks(c.source, config, "val", val_batch)
+    val_key = split_keys(config["seed"])["val"]
     t0 = time.perf_counter()
-    state = jax.block_until_ready(jax.device_put(state))
-    compiled = train_step.compile(
-        state, k_train, *task_batch(c.source.example_for("train"), config["meta_batch_size"], c.source.on_host)
-    )
+    state = jax.block_until_ready(place(state, state_sharding))
+    compiled = train_step.lower(state, step_data_spec(c), k_train).compile()
     compile_s = time.perf_counter() - t0
 
     pending: list[dict[str, Any]] = []
@@ -330,11 +377,11 @@ def _train(
         desc=config.get("experiment"),
     )
     t_last, n_last, window_skipped = time.perf_counter(), start, 0
-    batches = Prefetch(c.source, config, start) if c.source.on_host else None
+    batches = Prefetch(c.source, config, start, data_sharding) if c.source.on_host else None
     try:
         for step in range(start, steps):
-            tasks = (batches.next(),) if batches is not None else ()
-            state, step_metrics = compiled(state, jax.random.fold_in(k_train, step), *tasks)
+            step_data = batches.next() if batches is not None else data
+            state, step_metrics = compiled(state, step_data, jax.random.fold_in(k_train, step))
             done = step + 1
             flags.append((done, step_metrics.pop("nonfinite")))
             pending.append(step_metrics)
@@ -355,9 +402,7 @@ def _train(
                 records.append({"step": done, "split": "train", **mean})
                 bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items() if k in ("loss", "accuracy")})
             if is_val:
-                per_task = evaluate(
-                    validator, state, jax.random.fold_in(k_eval, 0), ev["tasks"], ev["batch_size"], val_tasks
-                )
+                per_task = evaluate(validator, state, data, val_key, ev["tasks"], val_batch, val_tasks)
                 val = summarize(per_task)
                 score = _score(val, -1)
                 records.append(
@@ -390,7 +435,9 @@ def _train(
         config,
         steps=test_steps(config, c.learner),
         tasks=ev["test_tasks"],
+        data=data,
         evaluator=evaluators["test"],
+        mesh=c.mesh,
     )
     results.update(best_val_score=best_score, compile_seconds=compile_s, skipped_steps=skipped)
     metrics_file.write_json(workdir / RESULTS_FILE, results)
@@ -404,8 +451,9 @@ class Prefetch:
     thread changes when a batch is made, never which.
     """
 
-    def __init__(self, source, config: Config, start: int):
+    def __init__(self, source, config: Config, start: int, sharding: Any = None):
         self._draw = host_tasks(source, config["seed"], "train", config["meta_batch_size"])
+        self._sharding = sharding
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metajax-host-tasks")
         self._step = start
         self._next = self._pool.submit(self._draw, start)
@@ -415,7 +463,7 @@ class Prefetch:
         batch = self._next.result()
         self._step += 1
         self._next = self._pool.submit(self._draw, self._step)
-        return jax.device_put(batch)
+        return jax.device_put(batch, self._sharding)
 
     def close(self) -> None:
         self._next.cancel()

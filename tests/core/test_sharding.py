@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     learner = maml(mlp(out_features=1, hidden=(16, 16)), mse, fixed(optax.sgd(0.01)), inner_steps=2)
     outer = optax.adam(1e-3)
     state = init_meta_state(learner, outer, jax.random.key(0), source.example)
-    tasks = sample_tasks(source, jax.random.key(1), 16)
+    tasks = sample_tasks(source, source.init(), jax.random.key(1), 16)
     step = meta_step(learner, outer)
 
     single = jax.jit(step)(state, tasks, jax.random.key(2))

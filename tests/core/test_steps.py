@@ -16,26 +16,29 @@ from metajax.learners.maml import maml
 from metajax.models.conv4 import conv4
 
 
-def _toy_step(state, key):
-    new = state * 0.9 + jax.random.normal(key, ())
+def _toy_step(state, data, key):
+    new = state * 0.9 + jax.random.normal(key, ()) + data["shift"]
     return new, {"value": new}
+
+
+DATA = {"shift": jnp.float32(0.5)}
 
 
 def test_multi_step_equals_repeated_steps():
     key = jax.random.key(0)
-    state, metrics = jax.jit(multi_step(_toy_step, 3))(jnp.float32(1.0), key)
+    state, metrics = jax.jit(multi_step(_toy_step, 3))(jnp.float32(1.0), DATA, key)
     expected = jnp.float32(1.0)
     for i, k in enumerate(jax.random.split(key, 3)):
-        expected, m = _toy_step(expected, k)
+        expected, m = _toy_step(expected, DATA, k)
         np.testing.assert_allclose(metrics["value"][i], m["value"], rtol=1e-6)
     np.testing.assert_allclose(state, expected, rtol=1e-6)
 
 
 def test_jit_step_donates_and_reports_compile_time():
-    compiled, seconds = compile_timed(jit_step(multi_step(_toy_step, 2)), jnp.ones(()), jax.random.key(0))
+    compiled, seconds = compile_timed(jit_step(multi_step(_toy_step, 2)), jnp.ones(()), DATA, jax.random.key(0))
     assert seconds > 0
     state = jnp.ones(())
-    compiled(state, jax.random.key(0))
+    compiled(state, DATA, jax.random.key(0))
     assert state.is_deleted()
 
 
@@ -54,22 +57,19 @@ def test_bfloat16_compute_is_finite_with_float32_params():
     assert float(metrics["grad_norm"]) > 0
 
 
-def test_hoisted_jit_matches_jit_and_keeps_closed_over_data_out_of_the_program():
-    import numpy as np
+def test_task_data_is_an_argument_not_a_compiled_in_constant():
+    """The source's arrays reach the step as an argument: the program holds none of their values."""
+    from metajax.data.episodes import episode_source
+    from metajax.data.source import sample_tasks
 
-    from metajax.core.steps import HoistedJit
-
-    data = jnp.asarray(np.arange(64 * 1024, dtype=np.float32).reshape(64, 1024))  # 256 KB closed over
-
-    def f(state, key):
-        row = data[jax.random.randint(key, (), 0, 64)]
-        return state + row.sum(), {"first": row[0]}
-
-    hoisted = HoistedJit(f, donate_argnums=(0,))
-    key = jax.random.key(3)
-    expected = jax.jit(f)(jnp.ones(()), key)
-    assert hoisted(jnp.ones(()), key) == expected
-    assert hoisted.compile(jnp.ones(()), key)(jnp.ones(()), key) == expected
-    jitted, consts = hoisted._prepared((jnp.ones(()), key))
-    assert any(getattr(c, "shape", None) == (64, 1024) for c in consts)
-    assert len(jitted.lower(consts, jnp.ones(()), key).as_text()) < 50_000  # plain jit inlines the 256 KB
+    images = np.random.default_rng(0).integers(0, 255, (12, 20, 28, 28, 1), dtype=np.uint8)  # 188 KB
+    source = episode_source(images, {"train": range(8), "val": range(8, 10), "test": range(10, 12)}, ways=2)
+    data = source.init()
+    draw = jax.jit(lambda d, k: sample_tasks(source, d, k, 4, "train"))
+    text = draw.lower(data, jax.random.key(0)).as_text()
+    assert len(text) < 50_000, len(text)  # a closed-over array would be printed into the program
+    closed = jax.jit(lambda k: sample_tasks(source, data, k, 4, "train")).lower(jax.random.key(0)).as_text()
+    assert len(closed) > len(images.tobytes())  # the check above can fail: closing over bakes the bytes in
+    np.testing.assert_array_equal(
+        draw(data, jax.random.key(1)).support.x, sample_tasks(source, data, jax.random.key(1), 4).support.x
+    )

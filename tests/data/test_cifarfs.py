@@ -68,7 +68,7 @@ def test_mock_tfds_episodes_come_from_the_split(benchmark):
     # train and test tfds splits both return the mocked records: 2 images per class
     assert source.info["num_classes"] == cf.CLASS_COUNTS[benchmark]
     assert source.info["images_per_class"] == 2 and source.example.support.x.shape == (5, 32, 32, 3)
-    task = jax.jit(lambda k: source.sample(k, "test"))(jax.random.key(0))
+    task = jax.jit(lambda k: source.sample(source.init(), k, "test"))(jax.random.key(0))
     labels = np.round(np.asarray(task.support.x)[:, 0, 0, 0] * 255).astype(int)
     wanted = set(source.info["classes"]["test"])
     assert {cf.FINE[i] for i in labels} <= wanted and len(set(labels)) == 5

@@ -46,7 +46,7 @@ def batches() -> dict[str, dict[str, object]]:
     out = {}
     for augment in ("none", "rotate_classes", "rotate_tasks"):
         source = episode_source(images, SPLITS, WAYS, SHOTS, QUERIES, augment, name="toy")
-        sample = jax.jit(lambda key, source=source: sample_tasks(source, key, TASKS, "train"))
+        sample = jax.jit(lambda key, source=source: sample_tasks(source, source.init(), key, TASKS, "train"))
         out[augment] = {"source": source, "sample": sample, "batch": jax.device_get(sample(jax.random.key(0)))}
     return out
 
@@ -133,7 +133,7 @@ def test_rotations_behave(batches):
 def test_rotate_classes_offers_four_times_the_classes():
     images = identity_images()
     source = episode_source(images, SPLITS, ways=12, shots=1, queries=1, augment="rotate_classes")  # 3 x 4
-    batch = jax.device_get(jax.jit(lambda k: sample_tasks(source, k, 4, "val"))(jax.random.key(1)))
+    batch = jax.device_get(jax.jit(lambda k: sample_tasks(source, source.init(), k, 4, "val"))(jax.random.key(1)))
     for t in range(4):
         c, _, r = decode(batch.support.x[t])
         assert set(zip(c.tolist(), r.tolist(), strict=True)) == {
@@ -147,7 +147,9 @@ def test_splits_keys_and_determinism(batches):
     jax.tree.map(np.testing.assert_array_equal, a, b)
     assert not np.array_equal(sample(jax.random.key(1)).support.x, a.support.x)
     for split in ("val", "test"):
-        batch = jax.device_get(jax.jit(lambda k, split=split: sample_tasks(source, k, 8, split))(jax.random.key(3)))
+        batch = jax.device_get(
+            jax.jit(lambda k, split=split: sample_tasks(source, source.init(), k, 8, split))(jax.random.key(3))
+        )
         assert set(decode(batch.support.x.reshape(-1, SIDE, SIDE, 1))[0].tolist()) <= set(SPLITS[split])
 
 
@@ -156,7 +158,7 @@ def test_source_contract(batches):
     assert source.output_dim == WAYS and source.loss == "cross_entropy"
     assert source.info["classes"] == {k: [str(i) for i in v] for k, v in SPLITS.items()}
     assert source.info["num_classes"] == {"train": 6, "val": 3, "test": 3}
-    task = jax.eval_shape(lambda k: source.sample(k, "val"), jax.random.key(0))
+    task = jax.eval_shape(lambda k: source.sample(source.init(), k, "val"), jax.random.key(0))
     jax.tree.map(
         lambda e, t: (e.shape, e.dtype) == (t.shape, t.dtype) or pytest.fail("example mismatch"), source.example, task
     )
@@ -213,7 +215,9 @@ def test_training_episodes_may_have_their_own_ways_shots_and_queries(placement):
     images = identity_images()
     if placement == "device":
         source = episode_source(images, SPLITS, ways=2, shots=1, queries=2, train=(5, 2, None))
-        draw = {s: jax.device_get(sample_tasks(source, jax.random.key(1), 8, s)) for s in ("train", "test")}
+        draw = {
+            s: jax.device_get(sample_tasks(source, source.init(), jax.random.key(1), 8, s)) for s in ("train", "test")
+        }
     else:
         source = host_episode_source(list(images), SPLITS, ways=2, shots=1, queries=2, train=(5, 2, None))
         draw = {s: source.host_sample((1,), s, 8) for s in ("train", "test")}

@@ -66,7 +66,7 @@ def test_pickles_give_published_class_counts_and_split_membership(pickles):
     source = mi.miniimagenet(ways=5, shots=1, queries=2, root=str(pickles), image_size=None)
     assert source.info["num_classes"] == COUNTS and source.info["format"] == "pickle"
     assert source.info["classes"]["val"] == wnids("val")
-    sample = jax.jit(lambda k: [source.sample(k, s) for s in ("train", "val", "test")])
+    sample = jax.jit(lambda k: [source.sample(source.init(), k, s) for s in ("train", "val", "test")])
     ranges = {"train": (0, 63), "val": (64, 79), "test": (80, 99)}
     for split, task in zip(("train", "val", "test"), sample(jax.random.key(0)), strict=True):
         assert task.support.x.shape == (5, SIZE, SIZE, 3) and task.query.x.shape == (10, SIZE, SIZE, 3)

@@ -116,7 +116,7 @@ def test_registered_source_samples_test_characters_only(loads, omniglot_dir, cac
     assert source.output_dim == 5 and source.loss == "cross_entropy"
     assert len(source.info["classes"]["test"]) == 106 and source.info["classes"]["val"][0].startswith("Early_Aramaic/")
     assert set(source.info["archives"]) == {og.SMALL1, og.SMALL2}
-    batch = jax.device_get(jax.jit(lambda k: sample_tasks(source, k, 4, "test"))(jax.random.key(0)))
+    batch = jax.device_get(jax.jit(lambda k: sample_tasks(source, source.init(), k, 4, "test"))(jax.random.key(0)))
     assert batch.support.x.shape == (4, 5, 28, 28, 1) and batch.query.x.shape == (4, 10, 28, 28, 1)
     data = loads["both"]
     flat = data.images.reshape(-1, 28 * 28).astype(np.float32) / 255

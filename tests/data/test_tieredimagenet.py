@@ -64,7 +64,7 @@ def test_published_counts_and_trimming(data_dir):
     assert source.info["num_categories"] == CATEGORIES
     # classes hold 2 or 3 images; the dense array keeps 2 of each: 304 odd classes lose one
     assert source.info["images_per_class"] == 2 and source.info["dropped_images"] == 175 + 48 + 80
-    task = jax.jit(lambda k: source.sample(k, "test"))(jax.random.key(0))
+    task = jax.jit(lambda k: source.sample(source.init(), k, "test"))(jax.random.key(0))
     ids = np.round(np.asarray(task.support.x)[:, 0, 0, 0] * 255).astype(int)
     assert task.support.x.shape == (5, SIZE, SIZE, 3) and set(ids) <= {(448 + c) % 256 for c in range(160)}
 
@@ -74,9 +74,8 @@ def test_host_placement_keeps_every_image_and_gives_the_device_batch_pytree(data
     assert source.on_host and source.info["dropped_images"] == 0
     assert source.info["images"] == sum(2 + c % 2 for n in COUNTS.values() for c in range(n))
     batch = source.host_sample((0, 1, 0), "val", 3)
-    device = jax.vmap(
-        lambda k: ti.tieredimagenet(ways=5, shots=1, queries=1, root=str(data_dir), image_size=None).sample(k, "val")
-    )(jax.random.split(jax.random.key(0), 3))
+    on_device = ti.tieredimagenet(ways=5, shots=1, queries=1, root=str(data_dir), image_size=None)
+    device = jax.vmap(lambda k: on_device.sample(on_device.init(), k, "val"))(jax.random.split(jax.random.key(0), 3))
     assert jax.tree_util.tree_structure(batch) == jax.tree_util.tree_structure(device)
     for ours, theirs in zip(jax.tree_util.tree_leaves(batch), jax.tree_util.tree_leaves(device), strict=True):
         assert ours.shape == theirs.shape and ours.dtype == theirs.dtype

@@ -53,7 +53,7 @@ def _setting(learner_name: str, family: str):
     key = jax.random.key(0)
     classify = learner_name not in INNER_LOOP
     if family == "mlp" and not classify:
-        tasks = sample_tasks(sinusoid(shots=4), key, TASKS)
+        tasks = sample_tasks(sinusoid(shots=4), {}, key, TASKS)
         return get("models", "mlp")(out_features=1, hidden=[8, 8]), "mse", tasks
     if family == "mlp":
         return get("models", "mlp")(out_features=8, hidden=[8]), "cross_entropy", _classification_tasks(key, (4,))

@@ -6,7 +6,6 @@ import io
 import json
 import zipfile
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -83,9 +82,10 @@ def test_export_reads_back_to_the_sampled_episodes_and_evaluates_identically(tra
     sampled = sampled_eval.evaluate(
         tester,
         loaded.state,
-        jax.random.fold_in(sampled_eval.run_keys(config["seed"])[2], 1),
+        c.source.init(),
+        sampled_eval.split_keys(config["seed"])["test"],
         EPISODES,
-        config["eval"]["batch_size"],
+        sampled_eval.eval_batch_size(config, EPISODES),
     )
     np.testing.assert_array_equal(results["per_episode"]["accuracy"], sampled["accuracy"][:, -1])
     np.testing.assert_allclose(results["per_episode"]["loss"], sampled["loss"][:, -1], rtol=1e-5)

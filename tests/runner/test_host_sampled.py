@@ -69,9 +69,10 @@ def test_exported_host_episodes_are_the_ones_the_run_is_tested_on(straight, over
     tester = sampled_eval.make_evaluator(
         c.learner, c.source, split="test", steps=1, task_batching=config["task_batching"]
     )
-    key = sampled_eval.jax.random.fold_in(sampled_eval.run_keys(config["seed"])[2], 1)
-    chunks = sampled_eval.eval_tasks(c.source, config, "test", 6)
-    sampled = sampled_eval.evaluate(tester, loaded.state, key, 6, config["eval"]["batch_size"], chunks)
+    key = sampled_eval.split_keys(config["seed"])["test"]
+    batch = sampled_eval.eval_batch_size(config, 6)
+    chunks = sampled_eval.eval_tasks(c.source, config, "test", batch)
+    sampled = sampled_eval.evaluate(tester, loaded.state, None, key, 6, batch, chunks)
     np.testing.assert_array_equal(from_files["per_episode"]["accuracy"], sampled["accuracy"][:, -1])
 
 

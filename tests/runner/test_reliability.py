@@ -221,7 +221,7 @@ def _inconsistent_source():
     base = sinusoid(shots=10)
 
     def sample(key, split):
-        task = base.sample(key, split)
+        task = base.sample(base.init(), key, split)
         widen = lambda s: Split(jnp.concatenate([s.x, s.x], axis=1), s.y)  # noqa: E731
         return Task(widen(task.support), widen(task.query))
 
@@ -234,7 +234,7 @@ def _wide_targets_source():
     wide = lambda s: Split(s.x, jnp.concatenate([s.y, s.y], axis=1))  # noqa: E731
 
     def sample(key, split):
-        task = base.sample(key, split)
+        task = base.sample(base.init(), key, split)
         return Task(wide(task.support), wide(task.query))
 
     example = Task(wide(base.example.support), wide(base.example.query))

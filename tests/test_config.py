@@ -155,3 +155,7 @@ def test_a_run_record_without_conv_impl_compares_equal_to_its_resolution():
     assert config_changes(comparable(old), comparable(new)) == []
     old["model"]["conv_impl"] = "xla"
     assert config_changes(comparable(old), comparable(new)) == ["model.conv_impl: 'xla' -> 'patches'"]
+    # ... and the implementation, like task_batching, is not part of what a run measures
+    from metajax.runner.report import differences
+
+    assert differences(old, new) == []

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from metajax.components import make_optimizer
-from metajax.core.batching import default_strategy
+from metajax.core.batching import conv_impl_for, default_strategy
 from metajax.core.losses import cross_entropy
 from metajax.core.meta import init_meta_state, meta_step
 from metajax.data.episodes import episode_source
@@ -68,10 +68,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ways, shots, queries, batch = 5, 1, 15, args.meta_batch
     device_source, host_source = build(**shape, ways=ways, shots=shots, queries=queries)
 
-    learner = protonet(conv4_embedding(filters=32), cross_entropy)
+    strategy = default_strategy(jax.default_backend(), "conv4-embedding")
+    learner = protonet(conv4_embedding(filters=32, conv_impl=conv_impl_for(strategy)), cross_entropy)
     outer = make_optimizer({"name": "adam", "lr": 1e-3})
     state0 = init_meta_state(learner, outer, jax.random.key(0), device_source.example)
-    step = meta_step(learner, outer, task_batching=default_strategy(jax.default_backend(), "conv4-embedding"))
+    step = meta_step(learner, outer, task_batching=strategy)
 
     def fused(state, data, key):
         k_tasks, k_step = jax.random.split(key)

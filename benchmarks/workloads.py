@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metajax.core.batching import conv_impl_for
 from metajax.core.losses import cross_entropy, mse
 from metajax.core.meta import init_meta_state, meta_step
 from metajax.core.optim import fixed, head_only
@@ -97,13 +98,13 @@ def task_batch(spec: Spec, seed: int = 0) -> Task:
     return Task(Split(sx, sy), Split(qx, qy))
 
 
-def build_learner(spec: Spec, *, dtype: str = "float32", remat=False):
-    """The metajax learner of a workload (not for ``"supervised"``)."""
+def build_learner(spec: Spec, *, dtype: str = "float32", remat=False, conv_impl: str = "xla"):
+    """The metajax learner of a workload (not for ``"supervised"``); ``conv_impl`` for Conv4."""
     if spec.model == "mlp":
         model, loss = mlp(1, hidden=(40, 40)), mse
     else:
         out = None if spec.learner == "protonet" else spec.ways
-        model, loss = conv4(out, filters=spec.filters, dtype=dtype), cross_entropy
+        model, loss = conv4(out, filters=spec.filters, conv_impl=conv_impl, dtype=dtype), cross_entropy
     inner = fixed(optax.sgd(spec.inner_lr))
     if spec.learner == "maml":
         return maml(model, loss, inner, inner_steps=spec.inner_steps, first_order=spec.first_order, remat=remat)
@@ -117,11 +118,14 @@ def build_learner(spec: Spec, *, dtype: str = "float32", remat=False):
 
 
 def build_step(spec: Spec, strategy: str):
-    """``(step, state, batch)``: the un-jitted meta-step, its initial state and a task batch."""
+    """``(step, state, batch)``: the un-jitted meta-step, its initial state and a task batch.
+
+    The model's ``conv_impl`` follows the strategy's ``+patches``, as the runner's builder sets it.
+    """
     batch = task_batch(spec)
     if spec.learner == "supervised":
         return supervised_step(spec, strategy, batch)
-    learner = build_learner(spec)
+    learner = build_learner(spec, conv_impl=conv_impl_for(strategy))
     outer = optax.adam(1e-3)
     state = init_meta_state(learner, outer, jax.random.key(1), jax.tree_util.tree_map(lambda a: a[0], batch))
     return meta_step(learner, outer, task_batching=strategy), state, batch

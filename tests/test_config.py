@@ -117,3 +117,45 @@ def test_model_out_features_may_be_set_and_a_mismatch_is_one_line(tmp_path):
     assert config["model"]["out_features"] == 3
     with pytest.raises(ConfigError, match=r"mse: predictions \(10, 3\) and targets \(10, 1\) differ"):
         run(config, tmp_path / "run", progress=False)
+
+
+def _conv_impl(name, *overrides):
+    return prepare_config(apply_overrides(experiment_config(name), list(overrides)))["model"].get("conv_impl")
+
+
+def test_conv_impl_is_resolved_once_from_the_strategy_and_recorded():
+    import jax
+
+    from metajax.core.batching import conv_impl_for, default_strategy
+    from metajax.runner.build import resolve_task_batching
+
+    name = "maml-omniglot-5w1s-tiny"  # conv4, model.conv_impl left unset
+    assert "conv_impl" not in experiment_config(name)["model"]
+    resolved = prepare_config(apply_overrides(experiment_config(name), ["task_batching=map+patches"]))
+    assert resolved["model"]["conv_impl"] == "patches"  # in the config config.json records
+    assert validate(copy.deepcopy(resolved)) == resolved  # a recorded config validates again
+    assert resolve_task_batching(resolved) == resolved  # once: resolving again changes nothing
+    assert _conv_impl(name, "task_batching=vmap") == "xla"
+    assert _conv_impl(name, "task_batching=chunked:2+patches", "model.conv_impl=auto") == "patches"
+    assert _conv_impl(name) == conv_impl_for(default_strategy(jax.default_backend(), "conv4"))
+    # an explicit value wins over the strategy, both ways
+    assert _conv_impl(name, "task_batching=map+patches", "model.conv_impl=xla") == "xla"
+    assert _conv_impl(name, "task_batching=vmap", "model.conv_impl=patches") == "patches"
+    # models without the parameter get no key
+    assert _conv_impl("maml-sinusoid-tiny", "task_batching=vmap+patches") is None
+    assert _conv_impl("metaoptnet-miniimagenet-5w1s-tiny", "task_batching=map+patches") is None
+
+
+def test_a_run_record_without_conv_impl_compares_equal_to_its_resolution():
+    from metajax.runner.checkpoint import comparable, config_changes
+
+    new = prepare_config(apply_overrides(experiment_config("maml-omniglot-5w1s-tiny"), ["task_batching=map+patches"]))
+    old = copy.deepcopy(new)
+    del old["model"]["conv_impl"]  # written before the key was recorded: the strategy chose patches
+    assert config_changes(comparable(old), comparable(new)) == []
+    old["model"]["conv_impl"] = "xla"
+    assert config_changes(comparable(old), comparable(new)) == ["model.conv_impl: 'xla' -> 'patches'"]
+    # ... and the implementation, like task_batching, is not part of what a run measures
+    from metajax.runner.report import differences
+
+    assert differences(old, new) == []

@@ -1,8 +1,9 @@
 """How a per-task function is batched over the leading task axis.
 
-This module is the one place the ``task_batching`` config value is read.
 Learners are written for one task; :func:`batch_tasks` turns any per-task
-function into one over a batch of tasks.
+function into one over a batch of tasks. It reads the loop of the
+``task_batching`` config value and nothing else; the runner's builder reads
+its ``+patches`` (:func:`conv_impl_for`) and passes it to the model.
 
 A strategy is ``<loop>`` or ``<loop>+patches``. Loops:
   ``vmap``: ``jax.vmap`` over tasks. Fastest for small dense models and on
@@ -12,15 +13,18 @@ A strategy is ``<loop>`` or ``<loop>+patches``. Loops:
     chunk (a task count that is not a multiple of ``N`` gets one smaller
     vmapped chunk for the rest).
 
-``+patches`` makes every convolution built from :mod:`metajax.core.conv` with
-``impl="auto"`` (Conv4's default) compute as shifted slices plus a matrix
-product while the per-task function is traced. Vmapped over tasks with
-per-task weights, a ``lax.conv`` becomes a grouped convolution (so does
-each weight gradient), which XLA:CPU runs far off its fast path; the patches
-form becomes a batched ``dot_general`` instead. Max-pools switch to a
-reshape-and-max whose gradient is elementwise (``reduce_window``'s is a
-select-and-scatter). Compile time does not grow with the number of tasks
-under any strategy.
+``+patches`` is the convolution implementation for the model, not something
+batching does: :func:`metajax.runner.build.resolve_task_batching` sets a
+convolutional model's ``conv_impl`` to ``"patches"`` (unless the config names
+one), so its convolutions, built from :mod:`metajax.core.conv`, compute as
+shifted slices plus a matrix product wherever the model is traced. Vmapped
+over tasks with per-task weights, a ``lax.conv`` becomes a grouped
+convolution (so does each weight gradient), which XLA:CPU runs far off its
+fast path; the patches form becomes a batched ``dot_general`` instead.
+Max-pools become a reshape-and-max whose gradient is elementwise
+(``reduce_window``'s is a select-and-scatter). :func:`batch_tasks` never
+changes how a model computes. Compile time does not grow with the number of
+tasks under any strategy.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from metajax.core.conv import conv_impl
 from metajax.typing import PyTree
 
 STRATEGIES = ("vmap", "map", "chunked:N", "vmap+patches", "map+patches", "chunked:N+patches")
@@ -44,8 +47,9 @@ class Strategy(NamedTuple):
     Attributes:
       loop: ``"vmap"``, ``"map"`` or ``"chunked"``.
       chunk: tasks per chunk for ``"chunked"``, else 0.
-      conv: the convolution implementation forced while tracing (``"patches"``),
-        or ``None`` to leave models alone.
+      conv: ``"patches"`` for a ``+patches`` strategy, else ``None``: the
+        convolution implementation the builder gives the model
+        (:func:`conv_impl_for`); :func:`batch_tasks` ignores it.
     """
 
     loop: str
@@ -81,6 +85,16 @@ def parse_strategy(strategy: str) -> tuple[str, int]:
     return parsed.loop, parsed.chunk
 
 
+def conv_impl_for(strategy: str) -> str:
+    """The model ``conv_impl`` a strategy asks for: ``"patches"`` with ``+patches``, else ``"xla"``.
+
+    Example::
+
+      model = conv4(5, conv_impl=conv_impl_for("map+patches"))  # "patches"
+    """
+    return parse(strategy).conv or "xla"
+
+
 def _map(fn: Callable[..., PyTree], args: tuple) -> PyTree:
     return jax.lax.map(lambda a: fn(*a), args)
 
@@ -106,7 +120,9 @@ def batch_tasks(
     """Maps ``fn(*args)`` over the leading axis of every leaf of ``args``.
 
     Outputs are stacked along a new leading task axis, whatever the strategy.
-    All strategies compute the same values up to float reassociation.
+    All strategies compute the same values up to float reassociation. Only
+    the loop of ``strategy`` matters here: ``+patches`` does not change how
+    ``fn`` computes (build the model with ``conv_impl="patches"`` for that).
 
     Args:
       fn: a per-task function; every leaf of its arguments loses the task axis.
@@ -124,17 +140,16 @@ def batch_tasks(
     Example::
 
       per_task = lambda task, key: learner.task_loss(meta, state, task, key)
-      losses, aux = batch_tasks(per_task, "map+patches")(task_batch, keys)
+      losses, aux = batch_tasks(per_task, "map")(task_batch, keys)
     """
     parsed = parse(strategy)
 
     def batched(*args):
-        with conv_impl(parsed.conv):
-            if parsed.loop == "vmap":
-                return jax.vmap(fn)(*args)
-            if parsed.loop == "map":
-                return _map(fn, args)
-            return _chunked(fn, parsed.chunk, args)
+        if parsed.loop == "vmap":
+            return jax.vmap(fn)(*args)
+        if parsed.loop == "map":
+            return _map(fn, args)
+        return _chunked(fn, parsed.chunk, args)
 
     if mesh is None or mesh.shape.get(axis, 1) == 1:
         return batched

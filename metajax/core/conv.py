@@ -7,19 +7,19 @@ grouped convolutions far off its fast path. Written as shifted slices plus a
 matrix product, the same convolution batches into ``dot_general`` with a task
 batch dimension, and its transpose is slices/pads plus matrix products too.
 
-Implementations (``impl``):
+Implementations (``impl``, always explicit: nothing around the call changes it):
   ``"xla"``: ``lax.conv_general_dilated`` (what ``flax.linen.Conv`` computes).
   ``"patches"``: im2col by ``kh * kw`` shifted slices concatenated on the
     channel axis, then one matmul with the ``(kh * kw * C, F)`` kernel.
-  ``"auto"``: the implementation set by :func:`conv_impl` around tracing
-    (task-batching strategies do this), else ``"xla"``.
+
+Models take the choice as a parameter (Conv4's ``conv_impl``); a run's builder
+sets it from the ``+patches`` of its ``task_batching`` strategy unless the
+config names one (:func:`metajax.runner.build.resolve_conv_impl`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Optional, Union
 
 import flax.linen as nn
@@ -28,30 +28,14 @@ import jax.numpy as jnp
 
 from metajax.typing import Array
 
-IMPLS = ("auto", "xla", "patches")
-
-_CURRENT: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("metajax_conv_impl", default=None)
+IMPLS = ("xla", "patches")
 
 
-@contextlib.contextmanager
-def conv_impl(impl: Optional[str]) -> Iterator[None]:
-    """Makes ``impl="auto"`` convolutions traced inside the block use ``impl``.
-
-    Read at trace time only: wrap the code that traces the model (for example
-    the ``jax.vmap`` call over tasks), not the call of a compiled function.
-    """
-    if impl is not None and impl not in IMPLS[1:]:
-        raise ValueError(f"conv_impl: {impl!r} is not one of {IMPLS[1:]}.")
-    token = _CURRENT.set(impl)
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
-
-
-def current_conv_impl() -> str:
-    """The implementation an ``"auto"`` convolution uses right now."""
-    return _CURRENT.get() or "xla"
+def check_impl(impl: str, where: str) -> str:
+    """``impl`` if it is one of :data:`IMPLS`, else a one-line ``ValueError`` naming ``where``."""
+    if impl not in IMPLS:
+        raise ValueError(f"{where}: impl={impl!r}; use one of {IMPLS}.")
+    return impl
 
 
 def _same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
@@ -87,7 +71,7 @@ def conv2d(
     *,
     strides: Sequence[int] = (1, 1),
     padding: Union[str, Sequence[tuple[int, int]]] = "SAME",
-    impl: str = "auto",
+    impl: str = "xla",
 ) -> Array:
     """A 2-D convolution ``(n, h, w, c), (kh, kw, c, f) -> (n, oh, ow, f)`` (NHWC, HWIO).
 
@@ -97,9 +81,7 @@ def conv2d(
 
       y = conv2d(x, kernel, strides=(1, 1), padding="SAME", impl="patches")
     """
-    if impl == "auto":
-        impl = current_conv_impl()
-    if impl == "xla":
+    if check_impl(impl, "conv2d") == "xla":
         return jax.lax.conv_general_dilated(
             x,
             kernel,
@@ -107,8 +89,6 @@ def conv2d(
             padding if isinstance(padding, str) else tuple(padding),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-    if impl != "patches":
-        raise ValueError(f"conv2d: impl={impl!r}; use one of {IMPLS}.")
     kh, kw, c, f = kernel.shape
     xp, oh, ow = _pad_and_out(x, (kh, kw), strides, padding)
     cols = [_tap(xp, i, j, oh, ow, strides) for i in range(kh) for j in range(kw)]
@@ -124,7 +104,7 @@ class Conv(nn.Module):
     strides: tuple[int, int] = (1, 1)
     padding: str = "SAME"
     use_bias: bool = True
-    impl: str = "auto"
+    impl: str = "xla"
     dtype: Optional[jnp.dtype] = None
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
@@ -140,17 +120,15 @@ class Conv(nn.Module):
         return y
 
 
-def max_pool(x: Array, window: int = 2, *, impl: str = "auto") -> Array:
+def max_pool(x: Array, window: int = 2, *, impl: str = "xla") -> Array:
     """Max-pool ``(n, h, w, c) -> (n, h // window, w // window, c)`` with stride ``window``, VALID padding.
 
     ``"xla"`` uses ``reduce_window`` (whose gradient is a select-and-scatter,
-    slow on XLA:CPU); the other implementations crop, reshape and take a
-    max, whose gradient is elementwise. Values are identical; gradients
+    slow on XLA:CPU); ``"patches"`` crops, reshapes and takes a max, whose
+    gradient is elementwise. Values are identical; gradients
     differ only where a window holds equal maxima.
     """
-    if impl == "auto":
-        impl = current_conv_impl()
-    if impl == "xla":
+    if check_impl(impl, "max_pool") == "xla":
         return nn.max_pool(x, (window, window), strides=(window, window), padding="VALID")
     n, h, w, c = x.shape
     oh, ow = h // window, w // window

@@ -50,9 +50,10 @@ class Conv4(nn.Module):
         updated when ``train=True`` and used when ``train=False``.
       ``"none"``: no normalisation.
 
-    ``conv_impl`` picks how convolutions are computed (see
-    :mod:`metajax.core.conv`; ``"auto"`` lets the task-batching strategy choose)
-    and ``dtype`` the compute dtype (parameters stay float32; logits are
+    ``conv_impl`` picks how convolutions and max-pools are computed,
+    ``"xla"`` or ``"patches"`` (see :mod:`metajax.core.conv`; same values,
+    ``"patches"`` batches well over tasks on XLA:CPU), wherever the model is
+    traced, and ``dtype`` the compute dtype (parameters stay float32; logits are
     returned in float32).
     """
 
@@ -61,7 +62,7 @@ class Conv4(nn.Module):
     strided: bool = False
     batch_norm: str = "transductive"
     momentum: float = 0.9
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
     dtype: str = "float32"
 
     @nn.compact
@@ -90,23 +91,32 @@ def conv4(
     strided: bool = False,
     batch_norm: str = "transductive",
     momentum: float = 0.9,
-    conv_impl: str = "auto",
+    conv_impl: str = "xla",
     dtype: str = "float32",
 ) -> Model:
     """Conv4 as a pure :class:`Model` pair.
+
+    ``conv_impl`` (``"xla"`` or ``"patches"``) is fixed here, never by the code
+    that traces the model. In a run config ``model.conv_impl`` left unset (or
+    ``"auto"``) is set by the builder: ``"patches"`` when ``task_batching`` ends
+    in ``+patches``, else ``"xla"``, and recorded in ``config.json``.
 
     Example::
 
       model = conv4(out_features=5)                        # MAML, 5-way
       embed = conv4(out_features=None, batch_norm="standard")  # ProtoNets
       fast = conv4(out_features=5, dtype="bfloat16")       # bf16 compute, f32 params
+      cpu = conv4(out_features=5, conv_impl="patches")     # for map+patches / vmap+patches
     """
     if batch_norm not in BATCH_NORM:
         raise ValueError(f"conv4: batch_norm={batch_norm!r}; use one of {BATCH_NORM} (model.batch_norm).")
     if not isinstance(filters, int) or filters < 1:
         raise ValueError(f"conv4: filters must be a positive int, got {filters!r} (model.filters).")
     if conv_impl not in IMPLS:
-        raise ValueError(f"conv4: conv_impl={conv_impl!r}; use one of {IMPLS} (model.conv_impl).")
+        raise ValueError(
+            f"conv4: conv_impl={conv_impl!r}; use one of {IMPLS} (model.conv_impl; a run config's 'auto' is "
+            "resolved from task_batching by the builder)."
+        )
     compute_dtype(dtype, where="conv4 (model.dtype)")
     return from_flax(Conv4(out_features, filters, strided, batch_norm, momentum, conv_impl, dtype))
 
@@ -117,7 +127,7 @@ def conv4_embedding(
     strided: bool = False,
     batch_norm: str = "standard",
     momentum: float = 0.9,
-    conv_impl: str = "auto",
+    conv_impl: str = "xla",
     dtype: str = "float32",
 ) -> Model:
     """Conv4 without its head, for metric learners (ProtoNets, Matching Nets, R2-D2).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple, Optional
 
@@ -11,7 +12,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from metajax.components import make_optimizer
-from metajax.core.batching import default_strategy, parse_strategy
+from metajax.core.batching import conv_impl_for, default_strategy, parse_strategy
 from metajax.core.learner import Learner
 from metajax.core.losses import LOSSES
 from metajax.core.meta import MetaState, init_meta_state, meta_step
@@ -43,15 +44,47 @@ def _kwargs(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k != "name"}
 
 
+def _takes_conv_impl(model_name: object) -> bool:
+    try:
+        factory = get("models", model_name)
+        return "conv_impl" in inspect.signature(factory).parameters
+    except (MetajaxError, TypeError, ValueError):  # unknown name (reported elsewhere), uninspectable callable
+        return False
+
+
+def resolve_conv_impl(config: Config) -> Config:
+    """Sets ``model.conv_impl`` from ``task_batching`` when the config leaves it unset or ``"auto"``.
+
+    ``"patches"`` for a ``+patches`` strategy, else ``"xla"``; only for a model
+    whose factory takes ``conv_impl``. A value the config names wins over the
+    strategy. The model then computes the same way wherever it is traced, and
+    the value is recorded in ``config.json``. A config that is already
+    resolved, or whose ``task_batching`` is not (yet) a strategy, comes back
+    unchanged, so this also completes run records written before the key
+    was recorded.
+    """
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("conv_impl", "auto") != "auto":
+        return config
+    if not _takes_conv_impl(model.get("name")):
+        return config
+    try:
+        impl = conv_impl_for(config.get("task_batching"))
+    except ValueError:
+        return config
+    return {**config, "model": {**model, "conv_impl": impl}}
+
+
 def resolve_task_batching(config: Config) -> Config:
-    """Replaces ``task_batching="auto"`` by the static table's choice for this backend."""
+    """Replaces ``task_batching="auto"`` by the static table's choice for this backend, then the model's
+    ``conv_impl`` left unset or ``"auto"`` by the strategy's (:func:`resolve_conv_impl`)."""
     if config["task_batching"] == "auto":
         config = {**config, "task_batching": default_strategy(jax.default_backend(), config["model"]["name"])}
     try:
         parse_strategy(config["task_batching"])
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return config
+    return resolve_conv_impl(config)
 
 
 def task_devices(mesh: Optional[Mesh]) -> int:
@@ -106,7 +139,9 @@ def build(config: Config, *, mesh: Optional[Mesh] = None) -> Components:
     """
     try:
         source = get("datasets", config["data"]["name"])(**_kwargs(config["data"]))
-        model_kwargs = {"out_features": source.output_dim, **_kwargs(config["model"])}
+        # resolved already for a prepared config; a run record from before model.conv_impl was recorded gets
+        # the implementation it was trained with
+        model_kwargs = {"out_features": source.output_dim, **_kwargs(resolve_conv_impl(config)["model"])}
         model = get("models", config["model"]["name"])(**model_kwargs)
         loss = LOSSES[source.loss]
         learner = get("learners", config["learner"]["name"])(model, loss, **_kwargs(config["learner"]))

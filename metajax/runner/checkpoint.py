@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from metajax.errors import CheckpointError, CheckpointWarning, ConfigError
+from metajax.runner.build import resolve_conv_impl
 from metajax.typing import Config, PyTree
 
 MANIFEST = "metajax_manifest.json"
@@ -127,8 +128,15 @@ STATE_FREE = ("guard", "parallel", "steps", "log_every", "checkpoint", "eval", "
 
 
 def comparable(config: Any, ignore: tuple[str, ...] = RESUMABLE) -> Any:
-    """``config`` without the top-level keys in ``ignore``."""
-    return {k: v for k, v in config.items() if k not in ignore} if isinstance(config, dict) else config
+    """``config`` without the top-level keys in ``ignore``.
+
+    ``model.conv_impl`` is completed as the builder resolves it, so a run
+    recorded before that key was written compares equal to the same config
+    today (same strategy, same convolutions).
+    """
+    if not isinstance(config, dict):
+        return config
+    return {k: v for k, v in resolve_conv_impl(config).items() if k not in ignore}
 
 
 def config_changes(old: Any, new: Any, prefix: str = "") -> list[str]:

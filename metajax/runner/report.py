@@ -25,6 +25,7 @@ from metajax.errors import ConfigError, MetajaxError
 # Config keys that do not change what a run measures.
 IGNORED = ("experiment", "seed", "task_batching", "eval", "checkpoint", "log_every", "guard", "reference")
 IGNORED_DATA = ("root", "cache_dir", "data_dir", "source", "format")
+IGNORED_MODEL = ("conv_impl",)  # follows task_batching by default; the same values either way
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def protocol(config: dict[str, Any]) -> dict[str, Any]:
     kept = {k: v for k, v in config.items() if k not in IGNORED}
     if isinstance(kept.get("data"), dict):
         kept["data"] = {k: v for k, v in kept["data"].items() if k not in IGNORED_DATA}
+    if isinstance(kept.get("model"), dict):
+        kept["model"] = {k: v for k, v in kept["model"].items() if k not in IGNORED_MODEL}
     return _flat(kept)
 
 

@@ -1,4 +1,9 @@
-"""Task-batching strategies agree with each other and with a loop over tasks."""
+"""Task-batching strategies agree with each other and with a loop over tasks.
+
+As the runner builds it, a ``+patches`` strategy comes with a Conv4 built with
+``conv_impl="patches"`` (:func:`conv_impl_for`); the reference is ``vmap`` with
+XLA convolutions.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from metajax.core.batching import batch_tasks, default_strategy, parse, parse_strategy
+from metajax.core.batching import batch_tasks, conv_impl_for, default_strategy, parse, parse_strategy
 from metajax.core.losses import cross_entropy, mse
 from metajax.core.meta import mean_over_tasks, task_gradient
 from metajax.core.optim import fixed
@@ -36,13 +41,14 @@ def _mlp_tasks():
     return Task(Split(sx, jnp.sin(sx)), Split(qx, jnp.sin(qx)))
 
 
-def _setup(kind):
+def _learner(kind, conv_impl="xla"):
     if kind == "conv4":
-        learner = maml(conv4(3, filters=4), cross_entropy, fixed(optax.sgd(0.4)), inner_steps=1)
-        tasks = _conv_tasks()
-    else:
-        learner = maml(mlp(1, hidden=(8, 8)), mse, fixed(optax.sgd(0.1)), inner_steps=2)
-        tasks = _mlp_tasks()
+        return maml(conv4(3, filters=4, conv_impl=conv_impl), cross_entropy, fixed(optax.sgd(0.4)), inner_steps=1)
+    return maml(mlp(1, hidden=(8, 8)), mse, fixed(optax.sgd(0.1)), inner_steps=2)
+
+
+def _setup(kind):
+    learner, tasks = _learner(kind), _conv_tasks() if kind == "conv4" else _mlp_tasks()
     meta, state = learner.init(jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], tasks))
     return learner, tasks, meta, state
 
@@ -84,7 +90,8 @@ SLOW = pytest.mark.slow
     ],
 )
 def test_strategies_agree_with_vmap(reference, strategy):
-    kind, learner, tasks, meta, state, keys, expected = reference
+    kind, _, tasks, meta, state, keys, expected = reference
+    learner = _learner(kind, conv_impl_for(strategy))  # what the builder makes for this strategy
     _close(_batched(learner, strategy)(meta, state, tasks, keys), expected)
 
 
@@ -101,6 +108,13 @@ def test_batched_gradient_is_mean_of_per_task_gradients(reference):
 
 def test_parse_accepts_and_rejects():
     assert parse("chunked:4+patches") == ("chunked", 4, "patches")
+    assert parse("map") == ("map", 0, None)
+    assert [conv_impl_for(s) for s in ("vmap", "chunked:2", "map+patches", "vmap+patches")] == [
+        "xla",
+        "xla",
+        "patches",
+        "patches",
+    ]
     assert parse_strategy("map") == ("map", 0)
     for bad in ["pmap", "chunked:0", "chunked:x", "vmap+taps", "vmap+", 3]:
         with pytest.raises(ValueError, match="task_batching"):

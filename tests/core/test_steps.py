@@ -47,7 +47,8 @@ def test_bfloat16_compute_is_finite_with_float32_params():
         Split(jax.random.normal(jax.random.key(0), (2, 3, 16, 16, 1)), jnp.tile(jnp.arange(3), (2, 1))),
         Split(jax.random.normal(jax.random.key(1), (2, 3, 16, 16, 1)), jnp.tile(jnp.arange(3), (2, 1))),
     )
-    learner = maml(conv4(3, filters=4, dtype="bfloat16"), cross_entropy, fixed(optax.sgd(0.4)))
+    # patches: the model the builder makes for vmap+patches
+    learner = maml(conv4(3, filters=4, conv_impl="patches", dtype="bfloat16"), cross_entropy, fixed(optax.sgd(0.4)))
     opt = optax.adam(1e-3)
     state = init_meta_state(learner, opt, jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], tasks))
     new, metrics = jax.jit(meta_step(learner, opt, task_batching="vmap+patches"))(state, tasks, jax.random.key(3))

@@ -153,7 +153,7 @@ def test_fuzz_shape_keys_trace_or_fail_cleanly_before_compiling(values):
         _outcome("shapes", f"clean {type(e).__name__}")
         return
     assert values["shots"] >= 1 and values["queries"] >= 1 and values["inner_steps"] >= 1
-    out_state, metrics = step.trace(state, jax.random.key(0))
+    out_state, metrics = jax.eval_shape(step, state, components.source.init(), jax.random.key(0))
     assert metrics["loss"].shape == () and out_state.step.shape == ()
     _outcome("shapes", "accepted")
 

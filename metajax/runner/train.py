@@ -110,7 +110,7 @@ def guarded_step(train_step, nonfinite: str):
 
 def _shapes(task) -> str:
     return ", ".join(
-        f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} {leaf.dtype}"
+        f"{jax.tree_util.keystr(path).lstrip('.')} {tuple(leaf.shape)} {leaf.dtype}"
         for path, leaf in jax.tree_util.tree_leaves_with_path(task)
     )
 

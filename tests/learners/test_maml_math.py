@@ -24,7 +24,7 @@ def float64():
 
 def _loss_grad(w, split):
     """Closed forms for L(w) = mean((x w - y)^2): gradient and Hessian."""
-    x, y = split
+    x, y = split.x, split.y
     n = x.shape[0]
     return 2.0 / n * x.T @ (x @ w - y), 2.0 / n * x.T @ x
 

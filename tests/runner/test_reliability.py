@@ -134,7 +134,7 @@ DIVERGING = ['outer_opt={"name": "sgd", "lr": 0.3}', "checkpoint.every=2", "log_
 def test_guarded_step_skips_inside_one_compiled_step():
     traces = []
 
-    def train_step(state, key):
+    def train_step(state, data, key):
         traces.append(1)
         loss = jnp.where(key > 0, jnp.nan, 1.0)
         new = MetaState(state.step + 1, {"w": state.meta_params["w"] + 1.0}, {}, ())
@@ -142,9 +142,9 @@ def test_guarded_step_skips_inside_one_compiled_step():
 
     step = jax.jit(guarded_step(train_step, "skip"))
     state = MetaState(jnp.int32(0), {"w": jnp.zeros(3)}, {}, ())
-    state, m = step(state, jnp.int32(0))
+    state, m = step(state, {}, jnp.int32(0))
     assert int(m["nonfinite"]) == 0 and float(state.meta_params["w"][0]) == 1.0
-    state, m = step(state, jnp.int32(1))
+    state, m = step(state, {}, jnp.int32(1))
     assert int(m["nonfinite"]) == 1 and float(state.meta_params["w"][0]) == 1.0 and int(state.step) == 2
     assert len(traces) == 1
 
@@ -220,8 +220,8 @@ def _inconsistent_source():
     """A source whose tasks have 2 input features while its ``example`` promises 1."""
     base = sinusoid(shots=10)
 
-    def sample(key, split):
-        task = base.sample(base.init(), key, split)
+    def sample(data, key, split):
+        task = base.sample(data, key, split)
         widen = lambda s: Split(jnp.concatenate([s.x, s.x], axis=1), s.y)  # noqa: E731
         return Task(widen(task.support), widen(task.query))
 
@@ -233,8 +233,8 @@ def _wide_targets_source():
     base = sinusoid(shots=10)
     wide = lambda s: Split(s.x, jnp.concatenate([s.y, s.y], axis=1))  # noqa: E731
 
-    def sample(key, split):
-        task = base.sample(base.init(), key, split)
+    def sample(data, key, split):
+        task = base.sample(data, key, split)
         return Task(wide(task.support), wide(task.query))
 
     example = Task(wide(base.example.support), wide(base.example.query))
